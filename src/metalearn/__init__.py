@@ -1,0 +1,25 @@
+"""metalearn: gradient-based meta-learning on PyTorch.
+
+The public API is re-exported here; see ``docs/`` and ``shared/DESIGN.md`` for the design.
+"""
+
+from metalearn import algorithms, models, tasks, training
+from metalearn.algorithms import FOMAML, MAML, Learner, MetaOutput, Pretrain
+from metalearn.training import Evaluation, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FOMAML",
+    "MAML",
+    "Evaluation",
+    "Learner",
+    "MetaOutput",
+    "Pretrain",
+    "algorithms",
+    "evaluate",
+    "models",
+    "tasks",
+    "train",
+    "training",
+]

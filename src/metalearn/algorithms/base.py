@@ -1,0 +1,212 @@
+"""The learner base class: an ``nn.Module`` that turns a :class:`TaskBatch` into a meta-loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from metalearn.algorithms.inner import (
+    LossFn,
+    Params,
+    StepSize,
+    checked_loss,
+    functional_forward,
+    inner_loop,
+    map_tasks,
+    resolve_vectorize,
+    select_parameters,
+)
+from metalearn.tasks.batch import Split, TaskBatch
+
+__all__ = ["Learner", "MetaOutput"]
+
+AdaptSelector = str | Sequence[str] | Callable[[str], bool] | None
+
+
+class MetaOutput(NamedTuple):
+    """What a learner returns for a task batch.
+
+    Attributes:
+        loss: the scalar meta-loss; ``loss.backward()`` leaves the meta-gradient in ``.grad``.
+        metrics: detached scalars averaged over the tasks (``"loss"``, and ``"accuracy"`` for
+            integer targets).
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor]
+
+
+def task_metrics(prediction: Tensor, target: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    """Per-task metrics: the loss, and the accuracy when the targets are class labels."""
+    out = {"loss": loss.detach()}
+    if not target.is_floating_point() and prediction.dim() == target.dim() + 1:
+        out["accuracy"] = (prediction.detach().argmax(-1) == target).float().mean()
+    return out
+
+
+def _check_number(name: str, value: float, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+    return float(value)
+
+
+def _check_steps(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+class Learner(nn.Module):
+    """Base of every learner: owns the model and configures the one inner loop.
+
+    A subclass changes what it needs: :meth:`task_loss` (the meta-loss of one task),
+    :meth:`step_sizes` (learned inner learning rates), or :meth:`inner` (e.g. a per-step
+    schedule). Calling the learner on a batch maps :meth:`task_loss` over its tasks (a Python
+    loop, or ``torch.func.vmap``) and averages.
+
+    Args:
+        model: the network; its parameters are the meta-parameters phi.
+        loss: ``loss(prediction, target) -> scalar``, e.g. ``F.mse_loss``, ``F.cross_entropy``.
+        inner_lr: inner-loop step size alpha (>= 0).
+        inner_steps: inner-loop gradient steps during meta-training (>= 0).
+        first_order: drop second-order terms of the meta-gradient.
+        adapt: which parameters adapt in the inner loop: ``None`` (all), a name prefix, a list
+            of prefixes, or a predicate on names.
+        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        inner_lr: float,
+        inner_steps: int = 1,
+        *,
+        first_order: bool = False,
+        adapt: AdaptSelector = None,
+        vectorize: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise TypeError(f"loss must be callable (prediction, target) -> scalar, got {loss!r}")
+        if vectorize not in ("auto", "vmap", "loop"):
+            raise ValueError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
+        self.model = model
+        self.loss = loss
+        self.inner_lr = _check_number("inner_lr", inner_lr)
+        self.inner_steps = _check_steps("inner_steps", inner_steps)
+        self.first_order = bool(first_order)
+        self.vectorize = vectorize
+        self.adapt_names = select_parameters(model, adapt)
+        self._forward = functional_forward(model)
+
+    # -- pieces subclasses configure ---------------------------------------------------------
+    def params(self) -> Params:
+        """The model's current parameters phi (name -> tensor, differentiable)."""
+        return dict(self.model.named_parameters())
+
+    def step_sizes(self) -> StepSize:
+        """Inner-loop step size(s) handed to :func:`inner_loop` (a learned dict in Meta-SGD)."""
+        return self.inner_lr
+
+    def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw) -> object:
+        """Run the inner loop from ``params`` on one task's support set."""
+        return inner_loop(
+            self._forward,
+            params,
+            support,
+            self.loss,
+            steps=steps,
+            lr=self.step_sizes(),
+            adapt=self.adapt_names,
+            first_order=first_order,
+            **kw,
+        )
+
+    def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
+        """Meta-loss of one task (MAML's: query loss after adapting on the support set)."""
+        fast = self.inner(params, support, self.inner_steps, self.first_order)
+        prediction = self.predict(fast, query.x)
+        value = checked_loss(self.loss, prediction, query.y)
+        return value, task_metrics(prediction, query.y, value)
+
+    # -- the public surface ------------------------------------------------------------------
+    def use_vmap(self, batch: TaskBatch) -> bool:
+        """Whether this batch runs vectorised (see :func:`resolve_vectorize`)."""
+        return resolve_vectorize(self.vectorize, self.model, batch.support.x.device)
+
+    def forward(self, batch: TaskBatch) -> MetaOutput:
+        """Meta-loss of a task batch, averaged over its tasks."""
+        if not isinstance(batch, TaskBatch):
+            raise TypeError(f"expected a TaskBatch, got {type(batch).__name__}")
+        params = self.params()
+        losses, metrics = map_tasks(
+            lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
+        )
+        return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
+
+    def adapt(self, support: Split, steps: int | None = None) -> Params:
+        """Fast weights for one task: ``steps`` (default ``inner_steps``) steps on ``support``.
+
+        The result is differentiable with respect to phi when gradients are enabled (and to
+        second order unless the learner is first order); under ``torch.no_grad()`` it is not.
+
+        Args:
+            support: one task's support split (no task dimension), e.g. ``batch.task(0).support``.
+            steps: inner steps; evaluation often uses more than training.
+
+        Returns:
+            dict name -> tensor for every parameter of the model.
+        """
+        steps = self.inner_steps if steps is None else _check_steps("steps", steps)
+        if support.x.shape[0] != support.y.shape[0]:
+            raise ValueError(
+                f"support.x has {support.x.shape[0]} examples but support.y has "
+                f"{support.y.shape[0]}; pass one task's split, e.g. batch.task(0).support"
+            )
+        first_order = self.first_order or not torch.is_grad_enabled()
+        return self.inner(self.params(), Split(*support), steps, first_order)
+
+    def predict(self, params: Params, x: Tensor) -> Tensor:
+        """Apply the model with the given (fast) weights: ``functional_call(model, params, x)``."""
+        return self._forward(params, x)
+
+    def evaluate_batch(self, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
+        """Query metrics of every task after each of ``steps`` inner steps (no meta-gradient).
+
+        Returns:
+            dict metric -> tensor ``[tasks, len(steps)]``.
+        """
+        wanted = sorted({_check_steps("steps", s) for s in steps})
+        params = {k: v.detach() for k, v in self.params().items()}
+
+        def one(support: Split, query: Split) -> dict[str, Tensor]:
+            path = self.inner(params, support, wanted[-1], True, trajectory=True)
+            rows = []
+            for s in wanted:
+                prediction = self.predict(path[s], query.x)
+                rows.append(
+                    task_metrics(prediction, query.y, checked_loss(self.loss, prediction, query.y))
+                )
+            return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+        with torch.no_grad():
+            out = map_tasks(one, batch, self.use_vmap(batch))
+        index = [wanted.index(s) for s in steps]
+        return {k: v[:, index] for k, v in out.items()}
+
+    def extra_repr(self) -> str:
+        return (
+            f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
+            f"first_order={self.first_order}, vectorize={self.vectorize!r}"
+        )

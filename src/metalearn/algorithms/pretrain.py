@@ -1,0 +1,58 @@
+"""The multi-task pretraining baseline that Finn et al. (2017) compare MAML with."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metalearn.algorithms.base import AdaptSelector, Learner, task_metrics
+from metalearn.algorithms.inner import LossFn, Params, checked_loss
+from metalearn.tasks.batch import Split
+
+__all__ = ["Pretrain"]
+
+
+class Pretrain(Learner):
+    """One model trained on the pooled data of all tasks; fine-tuned on a new task's support set.
+
+    The training loss of a task is the loss on its support and query examples together, with no
+    inner loop; at evaluation (:meth:`adapt`, :func:`metalearn.evaluate`) the model is
+    fine-tuned with ``inner_lr`` like the other learners. This is the "pretrained" baseline of
+    Finn et al. (2017), figure 2.
+
+    Args:
+        model: the network.
+        loss: ``loss(prediction, target) -> scalar``.
+        inner_lr: fine-tuning step size at evaluation.
+        inner_steps: default fine-tuning steps for :meth:`adapt` (training uses none).
+        adapt: which parameters fine-tune (default all).
+        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
+
+    Example:
+        >>> import torch.nn.functional as F, metalearn as ml
+        >>> base = ml.Pretrain(ml.models.MLP([1, 40, 40, 1]), F.mse_loss, inner_lr=0.01)
+        >>> out = base(ml.tasks.Sine(k_shot=10, k_query=10).sample(25))
+
+    Reference:
+        Finn, Abbeel, Levine. ICML 2017, section 5.1.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        inner_lr: float,
+        inner_steps: int = 1,
+        adapt: AdaptSelector = None,
+        vectorize: str = "auto",
+    ) -> None:
+        super().__init__(
+            model, loss, inner_lr, inner_steps, first_order=True, adapt=adapt, vectorize=vectorize
+        )
+
+    def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
+        x = torch.cat([support.x, query.x])
+        y = torch.cat([support.y, query.y])
+        prediction = self.predict(params, x)
+        value = checked_loss(self.loss, prediction, y)
+        return value, task_metrics(prediction, y, value)

@@ -1,0 +1,44 @@
+"""Multi-layer perceptron."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Module):
+    """A fully connected network: ``sizes[0] -> ... -> sizes[-1]`` with an activation between.
+
+    The last layer is ``self.head`` (what ANIL adapts); the others live in ``self.body``.
+    Finn et al. (2017) use ``MLP([1, 40, 40, 1])`` with ReLU for sine regression.
+
+    Args:
+        sizes: layer widths, input first, output last; at least two entries.
+        activation: module factory placed after every hidden layer.
+
+    Example:
+        >>> import torch
+        >>> net = MLP([1, 40, 40, 1])
+        >>> net(torch.zeros(10, 1)).shape
+        torch.Size([10, 1])
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs an input and an output width, got {sizes}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"sizes must be positive ints, got {sizes}")
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(sizes[:-1]):
+            layers += [nn.Linear(fan_in, fan_out), activation()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-2], sizes[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))

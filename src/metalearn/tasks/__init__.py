@@ -1,0 +1,6 @@
+"""Task samplers and the :class:`TaskBatch` they produce."""
+
+from metalearn.tasks.batch import Split, TaskBatch, TaskSampler
+from metalearn.tasks.sine import Sine
+
+__all__ = ["Sine", "Split", "TaskBatch", "TaskSampler"]
