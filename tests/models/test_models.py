@@ -1,0 +1,76 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metalearn.models import MLP, BatchNorm, Conv4, convert_batchnorm
+
+
+def test_mlp_shapes_and_names():
+    net = MLP([1, 40, 40, 1])
+    assert net(torch.zeros(7, 1)).shape == (7, 1)
+    names = [n for n, _ in net.named_parameters()]
+    assert names == [
+        "body.0.weight",
+        "body.0.bias",
+        "body.2.weight",
+        "body.2.bias",
+        "head.weight",
+        "head.bias",
+    ]
+    assert MLP([3, 2])(torch.zeros(4, 3)).shape == (4, 2)
+
+
+@pytest.mark.parametrize("sizes", [[1], [1, 0, 1], [1, 2.0]])
+def test_mlp_rejects_bad_sizes(sizes):
+    with pytest.raises(ValueError, match="sizes"):
+        MLP(sizes)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(3, 84), (1, 28)])
+def test_conv4_shapes(channels, size):
+    net = Conv4(channels, 5, hidden=8, image_size=size)
+    assert net(torch.randn(4, channels, size, size)).shape == (4, 5)
+
+
+def test_conv4_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="n_classes"):
+        Conv4(3, 0)
+    with pytest.raises(ValueError, match="image_size"):
+        Conv4(3, 5, image_size=8)
+
+
+def test_batchnorm_matches_torch_batch_statistics():
+    x = torch.randn(6, 4, 5, 5)
+    ours = BatchNorm(4)
+    with torch.no_grad():
+        ours.weight.uniform_()
+        ours.bias.uniform_()
+    ref = F.batch_norm(x, None, None, ours.weight, ours.bias, training=True)
+    torch.testing.assert_close(ours(x), ref)
+    x1 = torch.randn(6, 4)
+    torch.testing.assert_close(
+        ours(x1), F.batch_norm(x1, None, None, ours.weight, ours.bias, training=True)
+    )
+    with pytest.raises(ValueError, match="expects input"):
+        ours(torch.randn(2, 3, 5, 5))
+
+
+def test_models_work_under_functional_call_and_vmap():
+    net = Conv4(1, 3, hidden=4, image_size=16)
+    params = {k: v.detach() + 0.1 for k, v in net.named_parameters()}
+    x = torch.randn(2, 5, 1, 16, 16)
+    batched = vmap(lambda xi: functional_call(net, params, (xi,)))(x)
+    looped = torch.stack([functional_call(net, params, (xi,)) for xi in x])
+    torch.testing.assert_close(batched, looped)
+
+
+def test_convert_batchnorm_replaces_layers_and_copies_affine():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU())
+    with torch.no_grad():
+        model[1].weight.fill_(2.0)
+    convert_batchnorm(model)
+    assert isinstance(model[1], BatchNorm)
+    assert torch.equal(model[1].weight, torch.full((3,), 2.0))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
