@@ -89,7 +89,7 @@ def test_fomaml_equals_query_gradient_at_adapted_parameters(float64):
         fast = fomaml.adapt(task.support)
         fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
         loss = F.mse_loss(fomaml.predict(fast, task.query.x), task.query.y)
-        for k, g in zip(fast, torch.autograd.grad(loss, list(fast.values()))):
+        for k, g in zip(fast, torch.autograd.grad(loss, list(fast.values())), strict=True):
             expected["model." + k] += g / batch.num_tasks
     for n, p in fomaml.named_parameters():
         torch.testing.assert_close(p.grad, expected[n])
@@ -223,7 +223,7 @@ def test_pretrain_trains_on_pooled_data_without_inner_loop(float64):
         ]
     ).mean()
     grads = torch.autograd.grad(expected, list(model.parameters()))
-    for g, p in zip(grads, model.parameters()):
+    for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g)
 
 
