@@ -245,8 +245,11 @@ def test_small_groups_are_skipped_with_a_warning_naming_them():
     x, y, groups = x[keep], y[keep], groups[keep]
     small = {g: int((groups == g).sum()) for g in (3, 11)}
     assert all(n < 7 for n in small.values())
-    with pytest.warns(UserWarning, match=r"skipped 2 of 20 groups with fewer than .* = 7 rows"):
+    with pytest.warns(
+        UserWarning, match=r"skipped 2 of 20 groups with fewer than .* = 7 rows"
+    ) as w:
         data = Grouped(x, y, groups, k_shot=4, k_query=3)
+    assert w[0].filename == __file__  # the warning points at the user's call
     assert set(data.skipped) == {3, 11}
     for g, n in small.items():
         assert f"{n} rows" in data.skipped[g]
@@ -421,8 +424,9 @@ def test_from_csv_matches_the_arrays(tmp_path):
     x, y, groups = traceable_table(num_groups=12)
     path = tmp_path / "assay.csv"
     write_csv(path, HEADER, csv_rows(x, y, groups))
-    with pytest.warns(UserWarning, match=r"non-numeric columns left out.*'compound'"):
+    with pytest.warns(UserWarning, match=r"non-numeric columns left out.*'compound'") as w:
         data = Grouped.from_csv(path, target="response", group="condition", k_shot=3, k_query=3)
+    assert w[0].filename == __file__
     assert data.feature_names == ["group_feature", "row", "noise"]
     assert data.target_name == "response"
     assert data.group_ids == [f"cond-{g:02d}" for g in range(12)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -66,6 +67,14 @@ def _listing(items: Sequence[Any]) -> str:
     shown = ", ".join(repr(i) for i in items[:_LISTED])
     more = len(items) - _LISTED
     return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _warn(message: str) -> None:
+    """Warn at the first frame outside this module (the user's call), however deep we are."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _plural(n: int, word: str) -> str:
@@ -549,11 +558,9 @@ class Grouped:
                 out[name].append(i)
         left_out = [g for i, g in enumerate(self.group_ids) if i not in owner]
         if left_out:
-            warnings.warn(
+            _warn(
                 f"Grouped: {_plural(len(left_out), 'group')} of {len(self.group_ids)} are in no "
-                f"split and are never used: {_listing(left_out)}",
-                UserWarning,
-                stacklevel=4,
+                f"split and are never used: {_listing(left_out)}"
             )
         return out
 
@@ -590,12 +597,10 @@ class Grouped:
             listed = [f"{g!r} ({why})" for g, why in self.skipped.items()]
             shown = ", ".join(listed[:_LISTED])
             more = len(listed) - _LISTED
-            warnings.warn(
+            _warn(
                 f"Grouped: skipped {len(self.skipped)} of {len(self.group_ids)} groups with "
                 f"{what}: {shown}{f' ... and {more} more' if more > 0 else ''}. They are never "
-                "sampled (see .skipped); lower k_shot/k_query to keep them.",
-                UserWarning,
-                stacklevel=3,
+                "sampled (see .skipped); lower k_shot/k_query to keep them."
             )
         if not usable["train"]:
             raise ValueError(
@@ -705,11 +710,9 @@ def _check_columns(
 
 def _warn_left_out(columns: list[str]) -> None:
     if columns:
-        warnings.warn(
+        _warn(
             f"Grouped: non-numeric columns left out of the features: {_listing(columns)}; "
-            "pass features=[...] to choose the feature columns yourself",
-            UserWarning,
-            stacklevel=4,
+            "pass features=[...] to choose the feature columns yourself"
         )
 
 
