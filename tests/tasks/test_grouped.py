@@ -47,7 +47,7 @@ def test_every_task_is_one_group_with_disjoint_support_and_query(standardize):
         assert batch.support.x.shape == (40, 5, 3) and batch.query.x.shape == (40, 4, 3)
         assert batch.support.y.shape == (40, 5, 1) and batch.query.y.shape == (40, 4, 1)
         sx, qx = raw(data, batch.support.x), raw(data, batch.query.x)
-        sy = data.unstandardize_target(batch.support.y)[..., 0]
+        sy = data.inverse_transform_target(batch.support.y)[..., 0]
         for t in range(40):
             group = data.group_ids[int(batch.info["group"][t])]
             assert group in data.split_groups[split]
@@ -219,14 +219,31 @@ def test_standardisation_can_be_switched_off_and_inverted():
     batch = data.train.sample(2, gen(0))
     assert torch.equal(batch.support.x, torch.as_tensor(x[batch.info["support_rows"]]).float())
     on = Grouped(x, y, groups, 3, 3)
-    z = on.standardize_features(x[:4])
+    z = on.transform_features(x[:4])
     assert torch.allclose(z * on.feature_std + on.feature_mean, torch.as_tensor(x[:4]).float())
     b = on.train.sample(2, gen(0))
     assert torch.allclose(
-        on.unstandardize_target(b.support.y)[..., 0],
+        on.inverse_transform_target(b.support.y)[..., 0],
         torch.as_tensor(y[b.info["support_rows"].numpy()]).float(),
         rtol=1e-5,
     )
+
+
+def test_transforms_for_a_new_condition():
+    x, y, groups = traceable_table(num_groups=10)
+    data = Grouped(x, y, groups, 3, 3, dtype=torch.float64)
+    support_y = data.transform_target(y[:5])
+    assert support_y.shape == (5, 1)
+    assert torch.allclose(data.inverse_transform_target(support_y)[:, 0], torch.as_tensor(y[:5]))
+    assert data.transform_features(torch.as_tensor(x[:5])).shape == (5, 3)
+    with pytest.raises(ValueError, match=r"x must be \[\.\.\., 3\]"):
+        data.transform_features(x[:5, :2])
+    one = Grouped(x[:, 0], y, groups, 3, 3)
+    assert one.transform_features(x[:5, 0]).shape == (5, 1)
+    xc, labels, gc = class_table()
+    cls = Grouped(xc, labels, gc, 2, 2, task="classification", n_way=2)
+    with pytest.raises(ValueError, match="inverse_transform_target is for regression"):
+        cls.inverse_transform_target(torch.zeros(3))
 
 
 def test_constant_feature_does_not_divide_by_zero():
@@ -600,3 +617,14 @@ def test_repr():
     data = Grouped(x, y, groups, 3, 3)
     assert "train=6, val=2, test=2" in repr(data) and "split='test'" in repr(data.test)
     assert isinstance(data.train, ml.tasks.TaskSampler)
+
+
+def test_train_and_evaluate_on_device(device):
+    x, y, groups = traceable_table(num_groups=12)
+    data = Grouped(x, y, groups, 3, 3)
+    torch.manual_seed(0)
+    maml = ml.MAML(ml.models.MLP([3, 8, 1]), F.mse_loss, inner_lr=0.05).to(device)
+    opt = torch.optim.SGD(maml.parameters(), lr=1e-2)
+    ml.train(maml, data.train, opt, iterations=2, meta_batch_size=4, progress=False)
+    result = ml.evaluate(maml, data.test, num_tasks=6, steps=[0, 2])
+    assert math.isfinite(result.summary("loss", 2)[0])

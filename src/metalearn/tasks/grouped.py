@@ -213,7 +213,7 @@ class Grouped:
     deviation of the rows of the meta-train groups, and the same transform is applied to every
     split; regression targets likewise (``standardize_target``). The fitted statistics are
     :attr:`feature_mean`, :attr:`feature_std`, :attr:`target_mean`, :attr:`target_std`; use
-    :meth:`unstandardize_target` to turn predictions back into your units (an MSE scales by
+    :meth:`inverse_transform_target` to turn predictions back into your units (an MSE scales by
     ``target_std ** 2``).
 
     Args:
@@ -312,7 +312,7 @@ class Grouped:
             )
         order = np.argsort(group_of_row, kind="stable")
         bounds = np.searchsorted(group_of_row[order], np.arange(len(ids) + 1))
-        self._rows = [torch.from_numpy(order[a:b].astype(np.int64)) for a, b in pairwise(bounds)]
+        self._rows = [torch.from_numpy(order[a:b].astype(np.int64)) for a, b in _pairwise(bounds)]
         self.classes: list[Any] | None = None
         if task == "classification":
             classes, codes = _unique(y_np, "y")
@@ -636,21 +636,46 @@ class Grouped:
     def num_features(self) -> int:
         return len(self.feature_names)
 
-    def standardize_features(self, x: Any) -> Tensor:
-        """Apply the fitted feature transform to raw features ``[..., features]`` (e.g. of a new
-        condition you want to adapt to)."""
+    def transform_features(self, x: Any) -> Tensor:
+        """Standardise raw features ``[..., features]`` with the fitted meta-train statistics.
+
+        Use it on the measurements of a new condition before :meth:`Learner.adapt` and
+        :meth:`Learner.predict`. A 1-D input is one value per row when the table has a single
+        feature.
+        """
         x = torch.as_tensor(_as_float(_to_numpy(x, "x"), "x"), dtype=self.dtype)
-        if x.shape[-1] != self.num_features:
-            raise ValueError(f"x has {x.shape[-1]} features, the table has {self.num_features}")
+        if x.dim() == 1 and self.num_features == 1:
+            x = x[:, None]
+        if x.dim() == 0 or x.shape[-1] != self.num_features:
+            raise ValueError(
+                f"x must be [..., {self.num_features}] (one value per feature "
+                f"{self.feature_names}), got shape {tuple(x.shape)}"
+            )
         return (x - self.feature_mean) / self.feature_std
 
-    def unstandardize_target(self, y: Tensor) -> Tensor:
-        """Map (standardised) predictions or targets back to the units of the table."""
-        if self.task != "regression":
-            raise ValueError("unstandardize_target is for regression targets")
+    def transform_target(self, y: Any) -> Tensor:
+        """Standardise raw regression targets (``[rows]`` or ``[rows, targets]``) like training's.
+
+        Returns ``[rows, targets]``, the shape of a support or query ``y`` of one task.
+        """
+        self._check_regression("transform_target")
+        y = torch.as_tensor(_as_float(_to_numpy(y, "y"), "y"), dtype=self.dtype)
+        if y.dim() == 1:
+            y = y[:, None]
+        if y.shape[-1] != len(self.target_mean):
+            raise ValueError(f"y must have {len(self.target_mean)} targets per row, got {y.shape}")
+        return (y - self.target_mean) / self.target_std
+
+    def inverse_transform_target(self, y: Tensor) -> Tensor:
+        """Map standardised predictions (or targets) ``[..., targets]`` back to your units."""
+        self._check_regression("inverse_transform_target")
         mean = self.target_mean.to(device=y.device, dtype=y.dtype)
         std = self.target_std.to(device=y.device, dtype=y.dtype)
         return y * std + mean
+
+    def _check_regression(self, method: str) -> None:
+        if self.task != "regression":
+            raise ValueError(f"{method} is for regression targets (this table is classification)")
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}={len(self._samplers[n])}" for n in SPLITS)
@@ -661,7 +686,7 @@ class Grouped:
         )
 
 
-def pairwise(values: np.ndarray) -> list[tuple[int, int]]:
+def _pairwise(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(values[:-1].tolist(), values[1:].tolist(), strict=True))
 
 
