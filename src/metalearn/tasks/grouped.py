@@ -9,11 +9,8 @@ the meta-train groups only, and samples support and query rows of one group per 
 
 from __future__ import annotations
 
-import csv
 import math
 import os
-import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,16 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metalearn.tasks._tables import listing, plural, read_csv, read_dataframe, warn_user
 from metalearn.tasks.batch import TaskBatch
 
 __all__ = ["GroupSampler", "Grouped"]
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-# Cells read as missing values in a CSV file (case-insensitive): they become NaN, which the
-# constructor reports by column; they never make a numeric column look non-numeric.
-MISSING_CELLS = frozenset({"", "na", "n/a", "nan", "null", "none", "-nan"})
-_LISTED = 10  # group ids named in a warning or error before "... and N more"
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
@@ -61,26 +55,6 @@ def _as_float(array: np.ndarray, name: str) -> np.ndarray:
             f"{name} must hold numbers, got dtype {array.dtype}; convert text columns to "
             "numbers (or leave them out of the features)"
         ) from None
-
-
-def _listing(items: Sequence[Any]) -> str:
-    shown = ", ".join(repr(i) for i in items[:_LISTED])
-    more = len(items) - _LISTED
-    return shown + (f" ... and {more} more" if more > 0 else "")
-
-
-def _warn(message: str) -> None:
-    """Warn at the first frame outside this module (the user's call), however deep we are."""
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
-def _plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
 class GroupSampler:
@@ -146,7 +120,7 @@ class GroupSampler:
             raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
         if not self._indices:
             reason = (
-                f"all of its {_plural(len(self.skipped), 'group')} are too small (see .skipped)"
+                f"all of its {plural(len(self.skipped), 'group')} are too small (see .skipped)"
                 if self.skipped
                 else "it has no groups (set its fraction above 0 or list groups for it in split=)"
             )
@@ -382,7 +356,7 @@ class Grouped:
             ...                         k_shot=5, k_query=5)  # doctest: +SKIP
         """
         task = options.get("task", "regression")
-        x, y, groups, names = _read_csv(path, target, group, features, delimiter, task)
+        x, y, groups, names = read_csv(path, target, group, features, delimiter, task)
         return cls(
             x, y, groups, k_shot, k_query, feature_names=names, target_name=target, **options
         )
@@ -410,7 +384,7 @@ class Grouped:
             ...                               k_shot=5, k_query=5)  # doctest: +SKIP
         """
         task = options.get("task", "regression")
-        x, y, groups, names = _read_dataframe(df, target, group, features, task)
+        x, y, groups, names = read_dataframe(df, target, group, features, task)
         return cls(
             x, y, groups, k_shot, k_query, feature_names=names, target_name=target, **options
         )
@@ -459,12 +433,12 @@ class Grouped:
         bad = ~np.isfinite(x_np)
         if bad.any():
             columns = ", ".join(
-                f"{feature_names[j]!r} ({_plural(int(n), 'row')})"
+                f"{feature_names[j]!r} ({plural(int(n), 'row')})"
                 for j, n in enumerate(bad.sum(0))
                 if n
             )
             raise ValueError(
-                f"x has NaN or infinite values in {_plural(int(bad.any(1).sum()), 'row')}: "
+                f"x has NaN or infinite values in {plural(int(bad.any(1).sum()), 'row')}: "
                 f"{columns}; drop or impute those rows (or leave the column out) first"
             )
         if self.task == "regression":
@@ -475,7 +449,7 @@ class Grouped:
             bad_y = np.array([v is None for v in y_np.tolist()])
         if bad_y.any():
             raise ValueError(
-                f"target {self.target_name!r} has {_plural(int(bad_y.sum()), 'row')} with a "
+                f"target {self.target_name!r} has {plural(int(bad_y.sum()), 'row')} with a "
                 "missing, NaN or infinite value; drop those rows first"
             )
         if (g_np.dtype.kind == "f" and np.isnan(g_np).any()) or (
@@ -544,8 +518,8 @@ class Grouped:
             if missing:
                 raise ValueError(
                     f"split[{name!r}] names groups that are not in the data: "
-                    f"{_listing(missing)}; the group ids are, e.g., "
-                    f"{_listing(self.group_ids[:5])} (ids from a CSV file are text)"
+                    f"{listing(missing)}; the group ids are, e.g., "
+                    f"{listing(self.group_ids[:5])} (ids from a CSV file are text)"
                 )
             for g in ids:
                 i = index[g]
@@ -558,9 +532,9 @@ class Grouped:
                 out[name].append(i)
         left_out = [g for i, g in enumerate(self.group_ids) if i not in owner]
         if left_out:
-            _warn(
-                f"Grouped: {_plural(len(left_out), 'group')} of {len(self.group_ids)} are in no "
-                f"split and are never used: {_listing(left_out)}"
+            warn_user(
+                f"Grouped: {plural(len(left_out), 'group')} of {len(self.group_ids)} are in no "
+                f"split and are never used: {listing(left_out)}"
             )
         return out
 
@@ -575,7 +549,7 @@ class Grouped:
                     if len(rows) >= need:
                         usable[name].append(g)
                     else:
-                        self.skipped[self.group_ids[g]] = f"{name}: {_plural(len(rows), 'row')}"
+                        self.skipped[self.group_ids[g]] = f"{name}: {plural(len(rows), 'row')}"
                     continue
                 codes = self._codes[rows.numpy()]
                 per_class = [(int(c), rows[torch.from_numpy(codes == c)]) for c in np.unique(codes)]
@@ -585,7 +559,7 @@ class Grouped:
                     usable[name].append(g)
                 else:
                     self.skipped[self.group_ids[g]] = (
-                        f"{name}: {_plural(len(big), 'class')} with {need}+ rows"
+                        f"{name}: {plural(len(big), 'class')} with {need}+ rows"
                     )
         if self.skipped:
             what = (
@@ -595,11 +569,9 @@ class Grouped:
                 "rows each"
             )
             listed = [f"{g!r} ({why})" for g, why in self.skipped.items()]
-            shown = ", ".join(listed[:_LISTED])
-            more = len(listed) - _LISTED
-            _warn(
+            warn_user(
                 f"Grouped: skipped {len(self.skipped)} of {len(self.group_ids)} groups with "
-                f"{what}: {shown}{f' ... and {more} more' if more > 0 else ''}. They are never "
+                f"{what}: {listing(listed, show=str)}. They are never "
                 "sampled (see .skipped); lower k_shot/k_query to keep them."
             )
         if not usable["train"]:
@@ -707,174 +679,3 @@ def _fit(values: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
     # A column constant over the meta-train rows carries no scale: leave it centred only.
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     return mean, std
-
-
-def _check_columns(
-    available: list[str],
-    target: str,
-    group: str,
-    features: Sequence[str] | None,
-    where: str,
-) -> None:
-    if isinstance(features, str):
-        raise TypeError(f"features must be a list of column names, got {features!r}")
-    wanted = {"target": [target], "group": [group], "features": list(features or [])}
-    for argument, columns in wanted.items():
-        for column in columns:
-            if column not in available:
-                raise ValueError(
-                    f"{argument} column {column!r} is not in {where}; available columns: "
-                    + ", ".join(repr(c) for c in available)
-                )
-    if target == group:
-        raise ValueError(f"target and group are the same column {target!r}")
-    for column in features or []:
-        if column in (target, group):
-            raise ValueError(f"features includes {column!r}, which is the target or group")
-
-
-def _warn_left_out(columns: list[str]) -> None:
-    if columns:
-        _warn(
-            f"Grouped: non-numeric columns left out of the features: {_listing(columns)}; "
-            "pass features=[...] to choose the feature columns yourself"
-        )
-
-
-def _is_missing(cell: str) -> bool:
-    return cell.strip().lower() in MISSING_CELLS
-
-
-def _parse_number(cell: str) -> float:
-    return math.nan if _is_missing(cell) else float(cell)
-
-
-def _numeric_column(cells: list[str]) -> bool:
-    for cell in cells:
-        try:
-            _parse_number(cell)
-        except ValueError:
-            return False
-    return True
-
-
-def _read_csv(
-    path: str | os.PathLike,
-    target: str,
-    group: str,
-    features: Sequence[str] | None,
-    delimiter: str,
-    task: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no CSV file at {path!r}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        lines = [(n, row) for n, row in enumerate(csv.reader(f, delimiter=delimiter), 1) if row]
-    if not lines:
-        raise ValueError(f"{path} is empty; it needs a header row naming the columns")
-    header = [h.strip() for h in lines[0][1]]
-    duplicated = sorted({h for h in header if header.count(h) > 1})
-    if duplicated:
-        raise ValueError(f"{path} has duplicated column names {duplicated}; rename them")
-    body = lines[1:]
-    if not body:
-        raise ValueError(f"{path} has a header but no data rows")
-    for n, row in body:
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path} line {n} has {len(row)} cells but the header has {len(header)} "
-                f"columns (is the delimiter {delimiter!r} right?)"
-            )
-    _check_columns(header, target, group, features, path)
-    column = {name: [row[j] for _, row in body] for j, name in enumerate(header)}
-    if features is None:
-        others = [h for h in header if h not in (target, group)]
-        features = [h for h in others if _numeric_column(column[h])]
-        _warn_left_out([h for h in others if h not in features])
-        if not features:
-            raise ValueError(
-                f"{path} has no numeric feature column besides {target!r} and {group!r}"
-            )
-
-    def numbers(name: str) -> np.ndarray:
-        out = np.empty(len(body))
-        for i, cell in enumerate(column[name]):
-            try:
-                out[i] = _parse_number(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path} line {body[i][0]}: column {name!r} has {cell!r}, not a number"
-                ) from None
-        return out
-
-    x = np.stack([numbers(name) for name in features], axis=1)
-    if task == "regression":
-        y: np.ndarray = numbers(target)
-    else:
-        labels = [cell.strip() for cell in column[target]]
-        empty = [body[i][0] for i, cell in enumerate(labels) if _is_missing(cell)]
-        if empty:
-            raise ValueError(
-                f"{path}: target column {target!r} has {_plural(len(empty), 'missing label')} "
-                f"(first at line {empty[0]}); drop those rows first"
-            )
-        y = np.array(labels, dtype=object)
-    ids = [cell.strip() for cell in column[group]]
-    empty = [body[i][0] for i, cell in enumerate(ids) if cell == ""]
-    if empty:
-        raise ValueError(
-            f"{path}: group column {group!r} has {_plural(len(empty), 'empty cell')} (first at "
-            f"line {empty[0]}); give every row a group"
-        )
-    return x, y, np.array(ids, dtype=object), list(features)
-
-
-def _read_dataframe(
-    df: Any, target: str, group: str, features: Sequence[str] | None, task: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - exercised only without pandas
-        raise ImportError(
-            "Grouped.from_dataframe needs pandas (pip install pandas); or use Grouped.from_csv "
-            "or pass numpy arrays to Grouped(...)"
-        ) from None
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
-    available = [str(c) for c in df.columns]
-    if len(set(available)) != len(available):
-        raise ValueError("the DataFrame has duplicated column names; rename them")
-    df = df.set_axis(available, axis=1)
-    _check_columns(available, target, group, features, "the DataFrame")
-    if features is None:
-        others = [c for c in available if c not in (target, group)]
-        features = [
-            c
-            for c in others
-            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_complex_dtype(df[c])
-        ]
-        _warn_left_out([c for c in others if c not in features])
-        if not features:
-            raise ValueError(f"the DataFrame has no numeric column besides {target!r}, {group!r}")
-    try:
-        x = df[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"feature columns {list(features)} must be numeric; convert or leave out text columns"
-        ) from None
-    if task == "regression":
-        y = df[target].to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        if df[target].isna().any():
-            raise ValueError(
-                f"target column {target!r} has {int(df[target].isna().sum())} missing labels; "
-                "drop those rows first"
-            )
-        y = df[target].to_numpy()
-    if df[group].isna().any():
-        raise ValueError(
-            f"group column {group!r} has {int(df[group].isna().sum())} missing ids; give every "
-            "row a group"
-        )
-    return x, y, df[group].to_numpy(), list(features)
