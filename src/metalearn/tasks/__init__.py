@@ -1,6 +1,7 @@
 """Task samplers and the :class:`TaskBatch` they produce."""
 
 from metalearn.tasks.batch import Split, TaskBatch, TaskSampler
+from metalearn.tasks.grouped import Grouped, GroupSampler
 from metalearn.tasks.sine import Sine
 
-__all__ = ["Sine", "Split", "TaskBatch", "TaskSampler"]
+__all__ = ["GroupSampler", "Grouped", "Sine", "Split", "TaskBatch", "TaskSampler"]
