@@ -3,7 +3,7 @@
 The public API is re-exported here; see ``docs/`` and ``shared/DESIGN.md`` for the design.
 """
 
-from metalearn import algorithms, models, tasks, training
+from metalearn import algorithms, datasets, models, tasks, training
 from metalearn.algorithms import FOMAML, MAML, Learner, MetaOutput, Pretrain
 from metalearn.training import Evaluation, evaluate, train
 
@@ -17,6 +17,7 @@ __all__ = [
     "MetaOutput",
     "Pretrain",
     "algorithms",
+    "datasets",
     "evaluate",
     "models",
     "tasks",
