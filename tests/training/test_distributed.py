@@ -130,6 +130,14 @@ def _failing_worker(info: D.RankInfo, how: str) -> None:
     ml.train(learner, sampler(), optimizer, 50, META_BATCH, progress=False, callback=callback)
 
 
+def _nccl_worker(info: D.RankInfo) -> dict:
+    torch.set_default_dtype(torch.float64)
+    learner, optimizer = make_run("learned_lr", init_seed=100 + info.rank)
+    learner.to(info.device)
+    ml.train(learner, sampler(), optimizer, ITERATIONS, META_BATCH, seed=SEED, progress=False)
+    return {"device": str(info.device), "state": {k: v.cpu() for k, v in state_of(learner).items()}}
+
+
 # -- the 1-process reference --------------------------------------------------------------------
 _references: dict = {}
 
@@ -245,6 +253,17 @@ def test_hung_rank_fails_the_others_after_the_timeout():
     assert "DistributedError" in errors[0]
     assert "process-group timeout (8 s)" in errors[0]
     assert "terminated" in errors[1]
+
+
+@pytest.mark.cuda
+def test_nccl_ranks_on_gpus_match_one_cpu_process(float64):
+    size = 2 if torch.cuda.device_count() >= 2 else 1
+    results = D.spawn(_nccl_worker, size, backend="nccl", timeout=120.0)
+    assert [r["device"] for r in results] == [f"cuda:{i}" for i in range(size)]
+    want = reference("learned_lr")[1]
+    for result in results:
+        for k, v in want.items():
+            torch.testing.assert_close(result["state"][k], v, rtol=1e-9, atol=1e-9, msg=k)
 
 
 # -- single-process pieces ----------------------------------------------------------------------
