@@ -576,6 +576,10 @@ def spawn(
     :class:`RankInfo`. ``fn`` must be importable (defined at module level of an importable
     module, not ``__main__`` of a ``python -c``); its return value must pickle.
 
+    Unlike ``torch.multiprocessing.spawn``, which stops every process at the first failure,
+    this waits (up to ``grace`` seconds) for the other ranks to fail on their own and reports
+    every rank's outcome, so one can check that a crash is detected by the survivors.
+
     Args:
         fn: the per-rank function.
         world_size: number of processes.
