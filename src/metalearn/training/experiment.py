@@ -73,12 +73,17 @@ CONFIG_FILE = "config.yaml"
 
 
 class MissingComponentError(ImportError):
-    """A config names a class this installation does not have (``component`` names it)."""
+    """A config names a class this installation does not have.
 
-    def __init__(self, component: str, detail: str = "") -> None:
+    Attributes:
+        component: the missing class(es), e.g. ``"metalearn.ANIL"`` (comma-separated).
+    """
+
+    def __init__(self, component: str, detail: str = "", message: str | None = None) -> None:
         self.component = component
-        self.missing = [component]
-        super().__init__(f"{component} is not available in this version of metalearn{detail}")
+        super().__init__(
+            message or f"{component} is not available in this version of metalearn{detail}"
+        )
 
 
 # -- looking up classes --------------------------------------------------------------------------
@@ -180,13 +185,13 @@ def check_config(config: Config) -> None:
         ConfigError: naming the dotted key of a keyword the target class does not take.
         MissingComponentError: naming every class this installation does not have (yet).
     """
-    missing: list[str] = []
+    missing: list[MissingComponentError] = []
 
-    def attempt(check, *args) -> None:
+    def attempt(check) -> None:
         try:
-            check(*args)
+            check()
         except MissingComponentError as e:
-            missing.append(e.component)
+            missing.append(e)
 
     model = MODELS[config.model.name]
     _check_kwargs("model", model, _model_kwargs(config), ("activation",), ModelConfig)
@@ -220,10 +225,12 @@ def check_config(config: Config) -> None:
             )
         )
         attempt(fewshot_class)
+    if len(missing) == 1:
+        raise missing[0]
     if missing:
-        error = MissingComponentError(", ".join(missing))
-        error.missing = missing
-        raise error
+        raise MissingComponentError(
+            ", ".join(e.component for e in missing), message="; ".join(str(e) for e in missing)
+        )
 
 
 # -- building ------------------------------------------------------------------------------------
