@@ -384,7 +384,9 @@ def evaluate_checkpoint(
         path: ``checkpoint.pt`` (the latest state), ``best.pt`` (the best validated state), or a
             run folder (its ``best.pt``).
         overrides: ``key=value`` changes to the stored config (e.g. ``data.root=/data``).
-        num_tasks, steps, seed: default to the config's ``test`` section (600 tasks).
+        num_tasks: test tasks (default: the config's ``test`` section, else 600).
+        steps: inner step counts to report (default: the config's).
+        seed: seed of the task set (default: the config's).
         split: ``"test"`` or ``"val"``.
         device: where to evaluate (default: the config's device).
 

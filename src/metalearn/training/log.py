@@ -48,8 +48,8 @@ class MetricsLog:
         >>> import tempfile
         >>> log = MetricsLog(tempfile.mkdtemp(), tensorboard=False)
         >>> log.write("train", 1, {"loss": 0.5})
-        >>> [r["loss"] for r in read_metrics(log.path)]
-        [0.5]
+        >>> next(read_metrics(log.path))["loss"]
+        0.5
         >>> log.close()
     """
 
