@@ -329,15 +329,17 @@ class Trainer:
         with self._autocast():
             out = self.learner(batch)
         meta_loss = out.loss.item()
-        if not math.isfinite(meta_loss):
-            raise self._diverged("meta-loss", meta_loss)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(out.loss).backward()
         else:
             out.loss.backward()
         if self.reduce_gradients is not None:
+            # Before any check, so that every rank reaches the collective and a NaN on one
+            # rank reaches all of them through the averaged gradient.
             self.reduce_gradients(self.learner)
+        if not math.isfinite(meta_loss):
+            raise self._diverged("meta-loss", meta_loss)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._gradient_norm()
