@@ -24,6 +24,12 @@ def _moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
+def _after(steps: int | None) -> str:
+    if steps is None:
+        return ""
+    return f" after {steps} inner step{'s' if steps != 1 else ''}"
+
+
 def plot_run(run_dir: str | os.PathLike[str]) -> list[Path]:
     """Write one learning-curve PNG per metric to ``run_dir/plots/<metric>.png``.
 
@@ -55,8 +61,11 @@ def plot_run(run_dir: str | os.PathLike[str]) -> list[Path]:
 
     # curves[metric][split] = (iterations, values, ci95 or None)
     curves: dict[str, dict[str, tuple[list[int], list[float], list[float]]]] = defaultdict(dict)
+    inner_steps: dict[str, int] = {}  # split -> inner steps of its (last) evaluation
     for record in read_metrics(path):
         split = record.get("split", "train")
+        if "steps" in record:
+            inner_steps[split] = record["steps"]
         for key, value in record.items():
             if key in _NOT_CURVES or key.endswith("_ci95"):
                 continue
@@ -82,10 +91,12 @@ def plot_run(run_dir: str | os.PathLike[str]) -> list[Path]:
             low = [v - c for v, c in zip(values, cis, strict=True)]
             high = [v + c for v, c in zip(values, cis, strict=True)]
             ax.fill_between(its, low, high, color="C1", alpha=0.2)
-            ax.plot(its, values, "o-", color="C1", markersize=3, label="validation (95% CI)")
+            label = f"validation{_after(inner_steps.get('val'))} (95% CI)"
+            ax.plot(its, values, "o-", color="C1", markersize=3, label=label)
         if "test" in by_split:
             its, values, cis = by_split["test"]
-            ax.errorbar(its, values, yerr=cis, fmt="s", color="C2", label="test (95% CI)")
+            label = f"test{_after(inner_steps.get('test'))} (95% CI)"
+            ax.errorbar(its, values, yerr=cis, fmt="s", color="C2", label=label)
         ax.set_xlabel("meta-iteration")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
