@@ -38,6 +38,7 @@ from metalearn.models import MLP, Conv4
 from metalearn.tasks import Sine
 from metalearn.tasks.batch import TaskSampler
 from metalearn.training.checkpoint import load_checkpoint
+from metalearn.training.distributed import cleanup, init_distributed
 from metalearn.training.evaluate import Evaluation, evaluate
 from metalearn.training.trainer import CHECKPOINT_FILE, EvalProtocol, Trainer
 
@@ -332,6 +333,9 @@ def build_trainer(
         plot=train.plot,
         tensorboard=train.tensorboard,
         progress=progress,
+        # The rank-invariant task stream, also in one process: a config gives the same run
+        # whether launched plainly or with torchrun on any number of ranks.
+        distributed=True,
         metadata={"config": config.to_dict()},
     )
 
@@ -357,14 +361,23 @@ def run_experiment(
             f"{run_dir} already holds a run ({checkpoint}); pass --resume to continue it or "
             "choose another --run-dir"
         )
-    trainer = build_trainer(config, run_dir=run_dir, device=device, progress=progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    import yaml
+    # Under torchrun this joins the process group (gloo on CPU, NCCL on CUDA, one GPU per
+    # rank); launched plainly it starts nothing and the run is a single process.
+    info = init_distributed()
+    try:
+        if info.world_size > 1 and info.device.type == "cuda":
+            device = str(info.device)
+        trainer = build_trainer(config, run_dir=run_dir, device=device, progress=progress)
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            import yaml
 
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if resume and checkpoint.exists():
-        trainer.resume(checkpoint)
-    trainer.fit()
+            (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if resume and checkpoint.exists():
+            trainer.resume(checkpoint)  # every rank reads the same file
+        trainer.fit()
+    finally:
+        cleanup()
     return trainer
 
 
