@@ -189,8 +189,12 @@ class Learner(nn.Module):
                 f"support.x has {support.x.shape[0]} examples but support.y has "
                 f"{support.y.shape[0]}; pass one task's split, e.g. batch.task(0).support"
             )
+        params = self.params()
         first_order = self.first_order or not torch.is_grad_enabled()
-        return self.inner(self.params(), Split(*support), steps, first_order)
+        if not torch.is_grad_enabled():
+            # Parameters that do not adapt (ANIL's body) must come back detached too.
+            params = {k: v.detach() for k, v in params.items()}
+        return self.inner(params, Split(*support), steps, first_order)
 
     def predict(self, params: Params, x: Tensor, steps: int | None = None) -> Tensor:
         """Apply the model with the given (fast) weights: ``functional_call(model, params, x)``.
