@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_maml import closed_form, linear_tasks, one_weight
+from test_maml_closed_form import closed_form, linear_tasks, one_weight
 
 import metalearn as ml
 
