@@ -55,7 +55,7 @@ def learners(iterations: int) -> dict[str, Callable[[], tuple[ml.Learner, str]]]
                 INNER_LR,
                 MAMLPP_STEPS,
                 per_step_bn=False,  # the MLP has no BatchNorm
-                msl_epochs=max(1, epochs // 15),
+                msl_epochs=max(1, epochs // 10),
                 first_order_epochs=epochs // 3,
             ),
             f"{MAMLPP_STEPS} steps, LSLR+MSL+DA+CA",

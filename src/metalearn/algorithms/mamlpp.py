@@ -70,9 +70,10 @@ class MAMLPlusPlus(Learner):
         inner_steps: inner steps during meta-training (the paper uses 5).
         learn_step_sizes: LSLR.
         multi_step_loss: MSL.
-        msl_epochs: epochs over which MSL anneals (10 in the paper's code).
+        msl_epochs: epochs over which MSL anneals (default 15, the authors' code's default).
         per_step_bn: BNWB; needs at least one :class:`~metalearn.models.BatchNorm` layer.
-        first_order_epochs: DA: first order for this many epochs (0 = second order throughout).
+        first_order_epochs: DA: first order for this many epochs (the paper: 50; 0 = second
+            order throughout).
         first_order: always first order (overrides DA).
         cosine_annealing: CA (see :meth:`scheduler`).
         adapt: which parameters adapt (default all but the BatchNorm parameters with BNWB).
@@ -102,7 +103,7 @@ class MAMLPlusPlus(Learner):
         *,
         learn_step_sizes: bool = True,
         multi_step_loss: bool = True,
-        msl_epochs: int = 10,
+        msl_epochs: int = 15,
         per_step_bn: bool = True,
         first_order_epochs: int = 50,
         first_order: bool = False,
