@@ -88,6 +88,17 @@ def train(learner: ml.Learner, iterations: int, seed: int) -> None:
     )
 
 
+def mse_cell(result: ml.Evaluation, steps: int) -> str:
+    """``mean ± ci``, or how many tasks diverged (learned rates applied for more steps than
+    they were trained for can blow up)."""
+    losses = result.per_task["loss"][:, result.steps.index(steps)]
+    bad = int((~torch.isfinite(losses)).sum())
+    if bad:
+        return f"diverges on {bad}/{losses.numel()} tasks"
+    mean, ci = result.summary("loss", steps)
+    return f"{mean:.3f} ± {ci:.3f}"
+
+
 def meta_step_times(
     factories: dict[str, Callable[[], ml.Learner]], rounds: int, batch: ml.tasks.TaskBatch
 ) -> dict[str, float]:
@@ -177,7 +188,7 @@ def main() -> None:
             learner, protocol = make()
             train(learner, args.iterations, args.seed)
             result = ml.evaluate(learner, test_tasks, args.eval_tasks, steps=[1, 10], seed=0)
-            cells = [f"{m:.3f} ± {c:.3f}" for m, c in (result.summary("loss", s) for s in (1, 10))]
+            cells = [mse_cell(result, s) for s in (1, 10)]
             print(
                 f"| {name} | {protocol} | {cells[0]} | {cells[1]} | {times[name] * 1e3:.1f} | "
                 f"{25 / times[name]:.0f} |",
