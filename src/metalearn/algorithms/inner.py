@@ -5,7 +5,9 @@ parameter dict, which of those parameters adapt, step sizes and the order of dif
 Gradients come from ``torch.func.grad``, so the same code runs per task in a Python loop or
 vectorised over the tasks of a meta-batch with ``torch.func.vmap`` (:func:`map_tasks`), and the
 adapted parameters stay differentiable with respect to the initial ones (second order) unless
-``first_order=True``.
+``first_order=True``. The same loop also runs on the ``higher`` library (``backend="higher"``,
+:mod:`metalearn.algorithms._higher`), takes one forward per step (MAML++'s per-step BatchNorm)
+and an update rule (``transform``, e.g. Reptile's inner Adam).
 """
 
 from __future__ import annotations
