@@ -99,9 +99,10 @@ def test_same_seed_same_numbers(name, problem):
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("backend", ["func", "higher"])
 @pytest.mark.parametrize("name", ALL)
-def test_to_device(device, name):
-    learner, batch = build(name, "mlp")
+def test_to_device(device, name, backend):
+    learner, batch = build(name, "mlp", backend=backend)
     learner = learner.float().to(device)
     batch = batch.to(device=device, dtype=torch.float32)
     out = learner(batch)
