@@ -180,7 +180,10 @@ def main() -> None:
         times = meta_step_times(
             {n: (lambda f=f: f()[0]) for n, f in factories.items()}, args.rounds, batch
         )
-        print("| learner | protocol | MSE, 1 step | MSE, 10 steps | meta-step (ms), this protocol | tasks/s |")
+        print(
+            "| learner | protocol | MSE, 1 step | MSE, 10 steps "
+            "| meta-step (ms), this protocol | tasks/s |"
+        )
         print("|---|---|---|---|---|---|")
         test_tasks = ml.tasks.Sine(10, 100, query_grid=True)
         for name, make in factories.items():
