@@ -159,3 +159,15 @@ def test_bad_arguments(make, kwargs, message):
         learner.set_epoch(-1)
     with pytest.raises(ValueError, match="total_epochs"):
         learner.scheduler(torch.optim.SGD(learner.parameters(), lr=0.1), 0)
+
+
+def test_trainer_drives_the_epoch_through_on_iteration():
+    learner = ml.MAMLPlusPlus(
+        ml.models.MLP([1, 8, 1]), F.mse_loss, 0.01, 2, per_step_bn=False, iterations_per_epoch=3
+    )
+    seen = []
+    ml.train(
+        learner, ml.tasks.Sine(5, 5), torch.optim.SGD(learner.parameters(), 1e-3), 7, 2,
+        progress=False, callback=lambda i, m: seen.append(learner.epoch),
+    )  # fmt: skip
+    assert seen == [0, 0, 0, 1, 1, 1, 2]

@@ -60,7 +60,9 @@ class MAMLPlusPlus(Learner):
 
     Training progress comes from :meth:`set_epoch`; call it at the start of every epoch
     (``learner.set_epoch(epoch)``) and step the scheduler at the end of it. The epoch is saved
-    in ``state_dict()``.
+    in ``state_dict()``. :class:`~metalearn.training.Trainer` (and so ``metalearn.train`` and
+    the CLI) does this for you through :meth:`on_iteration`: an epoch is
+    ``iterations_per_epoch`` meta-updates (500 in the authors' code).
 
     Args:
         model: the network (convert ``torch.nn.BatchNorm`` with
@@ -75,6 +77,7 @@ class MAMLPlusPlus(Learner):
         first_order_epochs: DA: first order for this many epochs (the paper: 50; 0 = second
             order throughout).
         first_order: always first order (overrides DA).
+        iterations_per_epoch: meta-updates per epoch when the trainer drives the epoch.
         cosine_annealing: CA (see :meth:`scheduler`).
         adapt: which parameters adapt (default all but the BatchNorm parameters with BNWB).
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
@@ -107,6 +110,7 @@ class MAMLPlusPlus(Learner):
         per_step_bn: bool = True,
         first_order_epochs: int = 50,
         first_order: bool = False,
+        iterations_per_epoch: int = 500,
         cosine_annealing: bool = True,
         adapt: AdaptSelector = None,
         vectorize: str = "auto",
@@ -128,6 +132,9 @@ class MAMLPlusPlus(Learner):
         if multi_step_loss and self.msl_epochs < 1:
             raise ValueError("msl_epochs must be >= 1 with multi_step_loss=True")
         self.first_order_epochs = _check_steps("first_order_epochs", first_order_epochs)
+        self.iterations_per_epoch = _check_steps("iterations_per_epoch", iterations_per_epoch)
+        if self.iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
         self.learn_step_sizes = bool(learn_step_sizes)
         self.multi_step_loss = bool(multi_step_loss)
         self.per_step_bn = bool(per_step_bn)
@@ -197,6 +204,10 @@ class MAMLPlusPlus(Learner):
     def set_epoch(self, epoch: int) -> None:
         """Set the training progress that MSL and DA anneal with (call once per epoch)."""
         self._epoch = _check_steps("epoch", epoch)
+
+    def on_iteration(self, iteration: int) -> None:
+        """Trainer hook: ``iteration`` meta-updates are done; set the epoch they amount to."""
+        self.set_epoch(iteration // self.iterations_per_epoch)
 
     def get_extra_state(self) -> dict[str, int]:
         return {"epoch": self._epoch}
