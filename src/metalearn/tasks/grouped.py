@@ -342,7 +342,8 @@ class Grouped:
             path: the file (UTF-8, an Excel byte-order mark is fine).
             target: the column to predict.
             group: the column naming each row's group (condition, assay...); read as text.
-            k_shot, k_query: as for :class:`Grouped`.
+            k_shot: support rows per task, as for :class:`Grouped`.
+            k_query: query rows per task, as for :class:`Grouped`.
             features: the feature columns; default every other column whose cells are all
                 numbers or missing (non-numeric columns are left out with a warning naming
                 them). Missing cells (empty, ``NA``, ``NaN``, ``null``...) are an error naming
