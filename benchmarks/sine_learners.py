@@ -55,6 +55,7 @@ def learners(iterations: int) -> dict[str, Callable[[], tuple[ml.Learner, str]]]
                 INNER_LR,
                 MAMLPP_STEPS,
                 per_step_bn=False,  # the MLP has no BatchNorm
+                iterations_per_epoch=100,
                 msl_epochs=max(1, epochs // 10),
                 first_order_epochs=epochs // 3,
             ),
@@ -66,16 +67,13 @@ def learners(iterations: int) -> dict[str, Callable[[], tuple[ml.Learner, str]]]
 
 def train(learner: ml.Learner, iterations: int, seed: int) -> None:
     optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
-    schedule = None
+    options: dict = {}
     if isinstance(learner, ml.MAMLPlusPlus):
+        # The trainer sets MAML++'s epoch (iterations_per_epoch=100) before every update; the
+        # cosine schedule steps once per epoch. Learned per-step rates on sine can run away
+        # (inf meta-loss at ~1,250 iterations without it): clip the meta-gradient.
         schedule = learner.scheduler(optimizer, total_epochs=max(1, iterations // 100))
-        learner.set_epoch(0)
-
-    def end_of_iteration(iteration: int, _: dict) -> None:
-        if schedule is not None and (iteration + 1) % 100 == 0:
-            schedule.step()
-            learner.set_epoch((iteration + 1) // 100)
-
+        options = {"scheduler": _EveryN(schedule, 100), "grad_clip": 1.0}
     ml.train(
         learner,
         ml.tasks.Sine(10, 10),
@@ -84,8 +82,27 @@ def train(learner: ml.Learner, iterations: int, seed: int) -> None:
         25,
         seed=seed,
         progress=False,
-        callback=end_of_iteration,
+        **options,
     )
+
+
+class _EveryN:
+    """Step ``schedule`` once every ``n`` calls (the trainer steps schedulers per update)."""
+
+    def __init__(self, schedule, n: int) -> None:
+        self.schedule, self.n, self.calls = schedule, n, 0
+
+    def step(self) -> None:
+        self.calls += 1
+        if self.calls % self.n == 0:
+            self.schedule.step()
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls, "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]
+        self.schedule.load_state_dict(state["schedule"])
 
 
 def mse_cell(result: ml.Evaluation, steps: int) -> str:
@@ -189,9 +206,13 @@ def main() -> None:
         for name, make in factories.items():
             torch.manual_seed(args.seed)
             learner, protocol = make()
-            train(learner, args.iterations, args.seed)
-            result = ml.evaluate(learner, test_tasks, args.eval_tasks, steps=[1, 10], seed=0)
-            cells = [mse_cell(result, s) for s in (1, 10)]
+            try:
+                train(learner, args.iterations, args.seed)
+            except ml.DivergenceError as e:
+                cells = [f"training diverged at iteration {e.iteration}", "-"]
+            else:
+                result = ml.evaluate(learner, test_tasks, args.eval_tasks, steps=[1, 10], seed=0)
+                cells = [mse_cell(result, s) for s in (1, 10)]
             print(
                 f"| {name} | {protocol} | {cells[0]} | {cells[1]} | {times[name] * 1e3:.1f} | "
                 f"{25 / times[name]:.0f} |",
