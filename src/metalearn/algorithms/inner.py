@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from metalearn._functorch import under_functorch_transform
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "map_tasks",
     "resolve_vectorize",
     "select_parameters",
+    "support_gradients",
 ]
 
 Params = dict[str, Tensor]
@@ -71,6 +73,44 @@ def _step_size(lr: StepSize, step: int, name: str) -> float | Tensor:
     if isinstance(lr, Mapping):
         return lr[name]
     return lr
+
+
+def support_gradients(
+    support_loss: Callable[..., Tensor], fast: Params, first_order: bool, *args: object
+) -> Params:
+    """Gradients of ``support_loss(fast, *args)`` with respect to ``fast`` (name -> tensor).
+
+    Second order (``first_order=False`` and gradients enabled), the gradients are
+    differentiable functions of ``fast`` and of everything the loss closes over; first order
+    they are constants. Outside a ``torch.func`` transform this is ``torch.autograd.grad``:
+    with ``create_graph`` only when the second-order graph is wanted, on detached copies when
+    it is not (so no graph of the inner gradient is built or kept), under ``enable_grad`` so
+    that it also works in evaluation under ``torch.no_grad()``. Inside ``vmap`` it is
+    ``torch.func.grad``, which ignores the outer no-grad mode itself. Both give the same
+    numbers (tested); the autograd path avoids functorch's wrapper tensors, which cost about
+    a third of a looped conv MAML step.
+    """
+    if under_functorch_transform():
+        if first_order:
+            # grad() ignores the outer no_grad, so this yields the gradient as a constant.
+            with torch.no_grad():
+                return grad(support_loss)(fast, *args)
+        return grad(support_loss)(fast, *args)
+    create_graph = not first_order and torch.is_grad_enabled()
+    leaves = {
+        k: v if create_graph and v.requires_grad else v.detach().requires_grad_()
+        for k, v in fast.items()
+    }
+    with torch.enable_grad():
+        value = support_loss(leaves, *args)
+        grads = torch.autograd.grad(
+            value,
+            list(leaves.values()),
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,  # zeros for unused parameters, as torch.func.grad gives
+        )
+    return dict(zip(leaves, grads, strict=True))
 
 
 def inner_loop(
@@ -123,18 +163,15 @@ def inner_loop(
     fixed = {k: v for k, v in params.items() if k not in set(names)}
     fast = {k: params[k] for k in names}
     x, y = support
+    # First order: the support loss needs no graph to the fixed parameters either.
+    support_fixed = {k: v.detach() for k, v in fixed.items()} if first_order else fixed
 
     def support_loss(fast_params: Params) -> Tensor:
-        return checked_loss(loss, forward({**fixed, **fast_params}, x), y)
+        return checked_loss(loss, forward({**support_fixed, **fast_params}, x), y)
 
     history = [dict(params)] if trajectory else []
     for step in range(steps):
-        if first_order:
-            # grad() ignores the outer no_grad, so this yields the gradient as a constant.
-            with torch.no_grad():
-                grads = grad(support_loss)(fast)
-        else:
-            grads = grad(support_loss)(fast)
+        grads = support_gradients(support_loss, fast, first_order)
         fast = {k: v - _step_size(lr, step, k) * grads[k] for k, v in fast.items()}
         if trajectory:
             history.append({**fixed, **fast})
