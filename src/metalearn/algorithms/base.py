@@ -64,15 +64,6 @@ def _check_steps(name: str, value: int) -> int:
     return value
 
 
-def _has_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def _channels_last(x: Tensor) -> Tensor:
-    """``[tasks, shots, C, H, W]`` with every task's images in channels-last (NHWC) strides."""
-    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-
-
 class Learner(nn.Module):
     """Base of every learner: owns the model and configures the one inner loop.
 
@@ -159,24 +150,10 @@ class Learner(nn.Module):
         if not isinstance(batch, TaskBatch):
             raise TypeError(f"expected a TaskBatch, got {type(batch).__name__}")
         params = self.params()
-        vectorize = self.use_vmap(batch)
         losses, metrics = map_tasks(
-            lambda s, q: self.task_loss(params, s, q), self._layout(batch, vectorize), vectorize
+            lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
         )
         return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
-
-    def _layout(self, batch: TaskBatch, vectorize: bool) -> TaskBatch:
-        """The batch in the memory layout that runs fastest: channels-last images for 2-d
-        convolutions on CPU in the task loop (oneDNN's convolutions and max-pooling run about
-        twice as fast on it; the values are the same)."""
-        x = batch.support.x
-        if vectorize or x.device.type != "cpu" or x.dim() != 5 or not _has_conv2d(self.model):
-            return batch
-        return TaskBatch(
-            Split(_channels_last(x), batch.support.y),
-            Split(_channels_last(batch.query.x), batch.query.y),
-            batch.info,
-        )
 
     def adapt(self, support: Split, steps: int | None = None) -> Params:
         """Fast weights for one task: ``steps`` (default ``inner_steps``) steps on ``support``.
@@ -223,9 +200,8 @@ class Learner(nn.Module):
                 )
             return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
-        vectorize = self.use_vmap(batch)
         with torch.no_grad():
-            out = map_tasks(one, self._layout(batch, vectorize), vectorize)
+            out = map_tasks(one, batch, self.use_vmap(batch))
         index = [wanted.index(s) for s in steps]
         return {k: v[:, index] for k, v in out.items()}
 
