@@ -3,20 +3,38 @@
 The public API is re-exported here; see ``docs/`` and ``shared/DESIGN.md`` for the design.
 """
 
-from metalearn import algorithms, models, tasks, training
-from metalearn.algorithms import FOMAML, MAML, Learner, MetaOutput, Pretrain
-from metalearn.training import Evaluation, evaluate, train
+from metalearn import algorithms, datasets, models, tasks, training
+from metalearn.algorithms import (
+    ANIL,
+    FOMAML,
+    MAML,
+    Learner,
+    MAMLPlusPlus,
+    MetaOutput,
+    MetaSGD,
+    Pretrain,
+    Reptile,
+)
+from metalearn.training import DivergenceError, EvalProtocol, Evaluation, Trainer, evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANIL",
     "FOMAML",
     "MAML",
+    "DivergenceError",
+    "EvalProtocol",
     "Evaluation",
     "Learner",
+    "MAMLPlusPlus",
     "MetaOutput",
+    "MetaSGD",
     "Pretrain",
+    "Reptile",
+    "Trainer",
     "algorithms",
+    "datasets",
     "evaluate",
     "models",
     "tasks",

@@ -1,16 +1,25 @@
 """Learners; each configures the one inner loop in :mod:`metalearn.algorithms.inner`."""
 
+from metalearn.algorithms.anil import ANIL
 from metalearn.algorithms.base import Learner, MetaOutput
 from metalearn.algorithms.inner import inner_loop, map_tasks, select_parameters
 from metalearn.algorithms.maml import FOMAML, MAML
+from metalearn.algorithms.mamlpp import MAMLPlusPlus
+from metalearn.algorithms.metasgd import MetaSGD
 from metalearn.algorithms.pretrain import Pretrain
+from metalearn.algorithms.reptile import InnerAdam, Reptile
 
 __all__ = [
+    "ANIL",
     "FOMAML",
     "MAML",
+    "InnerAdam",
     "Learner",
+    "MAMLPlusPlus",
     "MetaOutput",
+    "MetaSGD",
     "Pretrain",
+    "Reptile",
     "inner_loop",
     "map_tasks",
     "select_parameters",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from metalearn.algorithms.inner import (
+    BACKENDS,
     LossFn,
     Params,
     StepSize,
@@ -81,6 +82,8 @@ class Learner(nn.Module):
         adapt: which parameters adapt in the inner loop: ``None`` (all), a name prefix, a list
             of prefixes, or a predicate on names.
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
+        backend: ``"func"`` (torch.func, default) or ``"higher"`` (the ``higher`` library; tasks
+            always in a loop). Same meta-gradients to float tolerance.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Learner(nn.Module):
         first_order: bool = False,
         adapt: AdaptSelector = None,
         vectorize: str = "auto",
+        backend: str = "func",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -101,14 +105,22 @@ class Learner(nn.Module):
             raise TypeError(f"loss must be callable (prediction, target) -> scalar, got {loss!r}")
         if vectorize not in ("auto", "vmap", "loop"):
             raise ValueError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "higher" and vectorize == "vmap":
+            raise ValueError(
+                "backend='higher' cannot vmap over tasks; use vectorize='auto' or 'loop', "
+                "or backend='func'"
+            )
         self.model = model
         self.loss = loss
         self.inner_lr = _check_number("inner_lr", inner_lr)
         self.inner_steps = _check_steps("inner_steps", inner_steps)
         self.first_order = bool(first_order)
         self.vectorize = vectorize
+        self.backend = backend
         self.adapt_names = select_parameters(model, adapt)
-        self._forward = functional_forward(model)
+        self._forward = functional_forward(model, backend)
 
     # -- pieces subclasses configure ---------------------------------------------------------
     def params(self) -> Params:
@@ -130,19 +142,22 @@ class Learner(nn.Module):
             lr=self.step_sizes(),
             adapt=self.adapt_names,
             first_order=first_order,
+            backend=self.backend,
             **kw,
         )
 
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
         """Meta-loss of one task (MAML's: query loss after adapting on the support set)."""
         fast = self.inner(params, support, self.inner_steps, self.first_order)
-        prediction = self.predict(fast, query.x)
+        prediction = self.predict(fast, query.x, self.inner_steps)
         value = checked_loss(self.loss, prediction, query.y)
         return value, task_metrics(prediction, query.y, value)
 
     # -- the public surface ------------------------------------------------------------------
     def use_vmap(self, batch: TaskBatch) -> bool:
         """Whether this batch runs vectorised (see :func:`resolve_vectorize`)."""
+        if self.backend == "higher":
+            return False
         return resolve_vectorize(self.vectorize, self.model, batch.support.x.device)
 
     def forward(self, batch: TaskBatch) -> MetaOutput:
@@ -174,11 +189,22 @@ class Learner(nn.Module):
                 f"support.x has {support.x.shape[0]} examples but support.y has "
                 f"{support.y.shape[0]}; pass one task's split, e.g. batch.task(0).support"
             )
+        params = self.params()
         first_order = self.first_order or not torch.is_grad_enabled()
-        return self.inner(self.params(), Split(*support), steps, first_order)
+        if not torch.is_grad_enabled():
+            # Parameters that do not adapt (ANIL's body) must come back detached too.
+            params = {k: v.detach() for k, v in params.items()}
+        return self.inner(params, Split(*support), steps, first_order)
 
-    def predict(self, params: Params, x: Tensor) -> Tensor:
-        """Apply the model with the given (fast) weights: ``functional_call(model, params, x)``."""
+    def predict(self, params: Params, x: Tensor, steps: int | None = None) -> Tensor:
+        """Apply the model with the given (fast) weights: ``functional_call(model, params, x)``.
+
+        Args:
+            params: a parameter dict, e.g. from :meth:`adapt`.
+            x: inputs.
+            steps: how many inner steps produced ``params`` (default ``inner_steps``); only
+                learners whose forward depends on the step (MAML++'s per-step BatchNorm) use it.
+        """
         return self._forward(params, x)
 
     def evaluate_batch(self, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
@@ -194,7 +220,7 @@ class Learner(nn.Module):
             path = self.inner(params, support, wanted[-1], True, trajectory=True)
             rows = []
             for s in wanted:
-                prediction = self.predict(path[s], query.x)
+                prediction = self.predict(path[s], query.x, s)
                 rows.append(
                     task_metrics(prediction, query.y, checked_loss(self.loss, prediction, query.y))
                 )
@@ -205,8 +231,17 @@ class Learner(nn.Module):
         index = [wanted.index(s) for s in steps]
         return {k: v[:, index] for k, v in out.items()}
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the learner how far training has got (an epoch or iteration count).
+
+        Learners with schedules (MAML++'s annealed multi-step loss and derivative order) use
+        it; the default does nothing, so a trainer can call it on every learner.
+        """
+        _check_steps("epoch", epoch)
+
     def extra_repr(self) -> str:
         return (
             f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
-            f"first_order={self.first_order}, vectorize={self.vectorize!r}"
+            f"first_order={self.first_order}, vectorize={self.vectorize!r}, "
+            f"backend={self.backend!r}"
         )

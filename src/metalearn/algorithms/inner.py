@@ -5,12 +5,15 @@ parameter dict, which of those parameters adapt, step sizes and the order of dif
 Gradients come from ``torch.func.grad``, so the same code runs per task in a Python loop or
 vectorised over the tasks of a meta-batch with ``torch.func.vmap`` (:func:`map_tasks`), and the
 adapted parameters stay differentiable with respect to the initial ones (second order) unless
-``first_order=True``.
+``first_order=True``. The same loop also runs on the ``higher`` library (``backend="higher"``,
+:mod:`metalearn.algorithms._higher`), takes one forward per step (MAML++'s per-step BatchNorm)
+and an update rule (``transform``, e.g. Reptile's inner Adam).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +23,9 @@ from metalearn._functorch import under_functorch_transform
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = [
+    "BACKENDS",
     "Forward",
+    "GradientTransform",
     "LossFn",
     "Params",
     "StepSize",
@@ -39,10 +44,41 @@ Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 # A scalar for every parameter and step; a dict name -> tensor (per parameter, Meta-SGD); or a
 # sequence with one of those per step (per step, MAML++).
 StepSize = float | Tensor | Mapping[str, Tensor] | Sequence[float | Tensor | Mapping[str, Tensor]]
+# The backends of the one inner loop: torch.func (vmap-able) or the `higher` library.
+BACKENDS = ("func", "higher")
 
 
-def functional_forward(model: nn.Module) -> Forward:
-    """``forward(params, x) = functional_call(model, params, (x,))``: the model as a function."""
+class GradientTransform(Protocol):
+    """An update rule for the inner loop: turns support gradients into step directions.
+
+    The inner loop applies ``theta <- theta - lr * direction``; without a transform the
+    direction is the gradient (SGD). ``init`` builds the per-task state from the adapted
+    parameters; ``__call__`` must be functional (no in-place state) so it works under ``vmap``.
+    Reptile's inner Adam (:class:`metalearn.algorithms.reptile.InnerAdam`) is one.
+    """
+
+    def init(self, params: Params) -> Any: ...
+
+    def __call__(self, grads: Params, state: Any, step: int) -> tuple[Params, Any]: ...
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def functional_forward(model: nn.Module, backend: str = "func") -> Forward:
+    """The model as a function ``forward(params, x)``.
+
+    With ``backend="func"`` it is ``functional_call(model, params, (x,))``; with
+    ``backend="higher"`` the same model runs through ``higher.monkeypatch`` (see
+    :mod:`metalearn.algorithms._higher`). Both take and give the same tensors.
+    """
+    if _check_backend(backend) == "higher":
+        from metalearn.algorithms._higher import PatchedForward
+
+        return PatchedForward(model)
 
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(model, params, (x,))
@@ -113,8 +149,18 @@ def support_gradients(
     return dict(zip(leaves, grads, strict=True))
 
 
+def _forward_at(forward: Forward | Sequence[Forward], step: int) -> Forward:
+    if isinstance(forward, Sequence):
+        if step >= len(forward):
+            raise ValueError(
+                f"per-step forwards cover {len(forward)} steps, but step {step + 1} was asked for"
+            )
+        return forward[step]
+    return forward
+
+
 def inner_loop(
-    forward: Forward,
+    forward: Forward | Sequence[Forward],
     params: Mapping[str, Tensor],
     support: Split,
     loss: LossFn,
@@ -124,6 +170,8 @@ def inner_loop(
     adapt: Sequence[str] | None = None,
     first_order: bool = False,
     trajectory: bool = False,
+    transform: GradientTransform | None = None,
+    backend: str = "func",
 ) -> Params | list[Params]:
     """Adapt ``params`` to one task with ``steps`` gradient steps on its support set.
 
@@ -134,7 +182,9 @@ def inner_loop(
     the support gradients are treated as constants (FOMAML), which also builds no graph for them.
 
     Args:
-        forward: functional model, ``forward(params, x) -> prediction``.
+        forward: functional model, ``forward(params, x) -> prediction``; or a sequence with one
+            per step (MAML++'s per-step BatchNorm), where step ``s`` computes its support loss
+            with ``forward[s]``.
         params: initial parameters (name -> tensor).
         support: the task's support split, without a task dimension.
         loss: ``loss(prediction, target) -> scalar``.
@@ -145,6 +195,10 @@ def inner_loop(
         first_order: drop second-order terms.
         trajectory: return the parameters after every step (``steps + 1`` dicts) instead of the
             last ones only.
+        transform: an update rule (:class:`GradientTransform`, e.g. Adam) applied to the
+            gradients before the step; ``None`` is plain gradient descent.
+        backend: ``"func"`` (torch.func; works inside ``vmap``) or ``"higher"`` (the ``higher``
+            library's differentiable SGD; a Python loop only). Same numbers either way.
 
     Returns:
         The adapted parameter dict (every name of ``params``), or the list of them.
@@ -159,6 +213,21 @@ def inner_loop(
         >>> sorted(fast) == sorted(params)
         True
     """
+    if _check_backend(backend) == "higher":
+        from metalearn.algorithms._higher import higher_inner_loop
+
+        return higher_inner_loop(
+            forward,
+            params,
+            support,
+            loss,
+            steps=steps,
+            lr=lr,
+            adapt=adapt,
+            first_order=first_order,
+            trajectory=trajectory,
+            transform=transform,
+        )
     names = list(params) if adapt is None else list(adapt)
     fixed = {k: v for k, v in params.items() if k not in set(names)}
     fast = {k: params[k] for k in names}
@@ -166,12 +235,16 @@ def inner_loop(
     # First order: the support loss needs no graph to the fixed parameters either.
     support_fixed = {k: v.detach() for k, v in fixed.items()} if first_order else fixed
 
-    def support_loss(fast_params: Params) -> Tensor:
-        return checked_loss(loss, forward({**support_fixed, **fast_params}, x), y)
+    def support_loss(fast_params: Params, step: int) -> Tensor:
+        prediction = _forward_at(forward, step)({**support_fixed, **fast_params}, x)
+        return checked_loss(loss, prediction, y)
 
     history = [dict(params)] if trajectory else []
+    state = transform.init(fast) if transform is not None else None
     for step in range(steps):
-        grads = support_gradients(support_loss, fast, first_order)
+        grads = support_gradients(support_loss, fast, first_order, step)
+        if transform is not None:
+            grads, state = transform(grads, state, step)
         fast = {k: v - _step_size(lr, step, k) * grads[k] for k, v in fast.items()}
         if trajectory:
             history.append({**fixed, **fast})

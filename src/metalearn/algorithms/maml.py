@@ -25,6 +25,7 @@ class MAML(Learner):
         first_order: ignore second-order terms (FOMAML).
         adapt: which parameters adapt (default all); see :func:`select_parameters`.
         vectorize: ``"auto"`` (default), ``"vmap"`` or ``"loop"`` over the tasks of a batch.
+        backend: ``"func"`` (torch.func, default) or ``"higher"``; same meta-gradients.
 
     Example:
         >>> import torch, torch.nn.functional as F, metalearn as ml
@@ -47,6 +48,7 @@ class MAML(Learner):
         first_order: bool = False,
         adapt: AdaptSelector = None,
         vectorize: str = "auto",
+        backend: str = "func",
     ) -> None:
         super().__init__(
             model,
@@ -56,6 +58,7 @@ class MAML(Learner):
             first_order=first_order,
             adapt=adapt,
             vectorize=vectorize,
+            backend=backend,
         )
 
 
@@ -82,5 +85,6 @@ class FOMAML(MAML):
         inner_steps: int = 1,
         adapt: AdaptSelector = None,
         vectorize: str = "auto",
+        backend: str = "func",
     ) -> None:
-        super().__init__(model, loss, inner_lr, inner_steps, True, adapt, vectorize)
+        super().__init__(model, loss, inner_lr, inner_steps, True, adapt, vectorize, backend)

@@ -27,6 +27,7 @@ class Pretrain(Learner):
         inner_steps: default fine-tuning steps for :meth:`adapt` (training uses none).
         adapt: which parameters fine-tune (default all).
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
+        backend: ``"func"`` or ``"higher"`` for the fine-tuning steps.
 
     Example:
         >>> import torch.nn.functional as F, metalearn as ml
@@ -45,9 +46,17 @@ class Pretrain(Learner):
         inner_steps: int = 1,
         adapt: AdaptSelector = None,
         vectorize: str = "auto",
+        backend: str = "func",
     ) -> None:
         super().__init__(
-            model, loss, inner_lr, inner_steps, first_order=True, adapt=adapt, vectorize=vectorize
+            model,
+            loss,
+            inner_lr,
+            inner_steps,
+            first_order=True,
+            adapt=adapt,
+            vectorize=vectorize,
+            backend=backend,
         )
 
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:

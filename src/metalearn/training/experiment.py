@@ -1,0 +1,434 @@
+"""From a :class:`~metalearn.config.Config` to objects: samplers, model, learner, trainer.
+
+Objects are found by name: learners by class name on the ``metalearn`` package (``MAML``,
+``FOMAML``, ``Pretrain``, ...), tasks by ``sine``/``omniglot``/``miniimagenet``, models by
+``mlp``/``conv4``, losses by ``mse``/``cross_entropy``. The image datasets are imported only
+when a config needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metalearn
+from metalearn.algorithms.base import Learner
+from metalearn.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    LearnerConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    apply_overrides,
+    config_from_dict,
+    suggest,
+)
+from metalearn.models import MLP, Conv4
+from metalearn.tasks import Sine
+from metalearn.tasks.batch import TaskSampler
+from metalearn.training.checkpoint import load_checkpoint
+from metalearn.training.distributed import cleanup, init_distributed
+from metalearn.training.evaluate import Evaluation, evaluate
+from metalearn.training.trainer import CHECKPOINT_FILE, EvalProtocol, Trainer
+
+__all__ = [
+    "MissingComponentError",
+    "build_learner",
+    "build_model",
+    "build_task_sampler",
+    "build_trainer",
+    "check_config",
+    "evaluate_checkpoint",
+    "resolve_device",
+    "run_experiment",
+]
+
+LOSSES = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+SCHEDULERS = {
+    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "linear": torch.optim.lr_scheduler.LinearLR,
+    "step": torch.optim.lr_scheduler.StepLR,
+    "exponential": torch.optim.lr_scheduler.ExponentialLR,
+}
+#: Image datasets: config name -> class name in :mod:`metalearn.datasets`, channels, image side.
+DATASETS = {"omniglot": ("Omniglot", 1, 28), "miniimagenet": ("MiniImagenet", 3, 84)}
+#: The file written next to the checkpoints: the config the run was started with.
+CONFIG_FILE = "config.yaml"
+
+
+class MissingComponentError(ImportError):
+    """A config names a class this installation does not have.
+
+    Attributes:
+        component: the missing class(es), e.g. ``"metalearn.ANIL"`` (comma-separated).
+    """
+
+    def __init__(self, component: str, detail: str = "", message: str | None = None) -> None:
+        self.component = component
+        super().__init__(
+            message or f"{component} is not available in this version of metalearn{detail}"
+        )
+
+
+# -- looking up classes --------------------------------------------------------------------------
+def learner_class(name: str) -> type[Learner]:
+    """The learner class ``metalearn.<name>``."""
+    found = getattr(metalearn, name, None)
+    if isinstance(found, type) and issubclass(found, Learner) and found is not Learner:
+        return found
+    available = sorted(
+        n
+        for n in dir(metalearn)
+        if isinstance(getattr(metalearn, n), type)
+        and issubclass(getattr(metalearn, n), Learner)
+        and getattr(metalearn, n) is not Learner
+    )
+    raise MissingComponentError(
+        f"metalearn.{name}", f"; learner.name must be one of {available}{suggest(name, available)}"
+    )
+
+
+def dataset_class(name: str) -> type:
+    """The dataset class of an image-task config name (imported on first use)."""
+    class_name = DATASETS[name][0]
+    try:
+        module = importlib.import_module("metalearn.datasets")
+    except ModuleNotFoundError as e:
+        raise MissingComponentError(f"metalearn.datasets.{class_name}", f" ({e})") from e
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise MissingComponentError(f"metalearn.datasets.{class_name}")
+    return cls
+
+
+def fewshot_class() -> type:
+    cls = getattr(importlib.import_module("metalearn.tasks"), "FewShot", None)
+    if cls is None:
+        raise MissingComponentError("metalearn.tasks.FewShot")
+    return cls
+
+
+def _check_kwargs(
+    path: str,
+    target: Any,
+    kwargs: dict[str, Any],
+    reserved: Iterable[str] = (),
+    section: type | None = None,
+) -> None:
+    """Every key of ``kwargs`` must be a keyword parameter of ``target`` (a class or function).
+
+    ``reserved`` parameters are filled by the builder; ``section`` is the config dataclass whose
+    own keys are also offered as suggestions for a typo.
+    """
+    signature = inspect.signature(target)
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [
+        n
+        for n, p in params.items()
+        if n not in ("self", *reserved) and p.kind is not inspect.Parameter.VAR_POSITIONAL
+    ]
+    schema = (
+        [f.name for f in dataclasses.fields(section) if not f.metadata.get("extra")]
+        if (section is not None)
+        else []
+    )
+    name = getattr(target, "__name__", str(target))
+    for key in kwargs:
+        if key not in accepted:
+            valid = [*schema, *accepted]
+            raise ConfigError(
+                f"{path}.{key}: unknown key{suggest(key, valid)} "
+                f"({path} takes {', '.join(valid)}; extra keys go to {name})"
+            )
+
+
+def _model_kwargs(config: Config) -> dict[str, Any]:
+    kwargs = dict(config.model.options)
+    if config.model.name == "conv4" and config.data.name in DATASETS:
+        _, channels, side = DATASETS[config.data.name]
+        kwargs.setdefault("in_channels", channels)
+        kwargs.setdefault("image_size", side)
+        kwargs.setdefault("n_classes", config.data.n_way)
+        if kwargs["n_classes"] != config.data.n_way:
+            raise ConfigError(
+                f"model.n_classes: {kwargs['n_classes']} classes but data.n_way is "
+                f"{config.data.n_way}; the head must have one output per way"
+            )
+    return kwargs
+
+
+def check_config(config: Config) -> None:
+    """Check what the schema cannot: constructor keywords, class names, model/data agreement.
+
+    Every part that can be checked is checked, also when another part names a class that is
+    missing, so a config's typos show up before its classes exist.
+
+    Raises:
+        ConfigError: naming the dotted key of a keyword the target class does not take.
+        MissingComponentError: naming every class this installation does not have (yet).
+    """
+    missing: list[MissingComponentError] = []
+
+    def attempt(check) -> None:
+        try:
+            check()
+        except MissingComponentError as e:
+            missing.append(e)
+
+    model = MODELS[config.model.name]
+    _check_kwargs("model", model, _model_kwargs(config), ("activation",), ModelConfig)
+    learner_keys = ("model", "loss", "inner_lr", "inner_steps")
+    attempt(
+        lambda: _check_kwargs(
+            "learner",
+            learner_class(config.learner.name),
+            config.learner.options,
+            learner_keys,
+            LearnerConfig,
+        )
+    )
+    opt = config.optimizer
+    _check_kwargs("optimizer", OPTIMIZERS[opt.name], opt.options, ("params", "lr"), OptimizerConfig)
+    if config.scheduler is not None:
+        sched = config.scheduler
+        _check_kwargs(
+            "scheduler", SCHEDULERS[sched.name], sched.options, ("optimizer",), SchedulerConfig
+        )
+    if config.data.name == "sine":
+        _check_kwargs("data", Sine, config.data.options, ("k_shot", "k_query", "dtype"), DataConfig)
+    else:
+        attempt(
+            lambda: _check_kwargs(
+                "data",
+                dataset_class(config.data.name),
+                config.data.options,
+                ("root", "split"),
+                DataConfig,
+            )
+        )
+        attempt(fewshot_class)
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:
+        raise MissingComponentError(
+            ", ".join(e.component for e in missing), message="; ".join(str(e) for e in missing)
+        )
+
+
+# -- building ------------------------------------------------------------------------------------
+def build_task_sampler(config: Config, split: str = "train") -> TaskSampler:
+    """The task sampler of ``split`` (``"train"``, ``"val"`` or ``"test"``).
+
+    Validation and test samplers take their ``k_query`` from the ``validation``/``test``
+    sections when given there (e.g. 100 query points per sine task at test).
+    """
+    data = config.data
+    k_query = data.k_query
+    section = {"val": config.validation, "test": config.test}.get(split)
+    if section is not None and section.k_query is not None:
+        k_query = section.k_query
+    if data.name == "sine":
+        return Sine(data.k_shot, k_query, **data.options)
+    split_name = {"train": data.train_split, "val": data.val_split, "test": data.test_split}[split]
+    dataset = dataset_class(data.name)(data.root, split=split_name, **data.options)
+    return fewshot_class()(dataset, n_way=data.n_way, k_shot=data.k_shot, k_query=k_query)
+
+
+def build_model(config: Config) -> nn.Module:
+    """The network named by ``model.name`` with its keyword arguments."""
+    return MODELS[config.model.name](**_model_kwargs(config))
+
+
+def build_learner(config: Config) -> Learner:
+    """The learner ``metalearn.<learner.name>(model, loss, inner_lr, inner_steps, **options)``."""
+    lc = config.learner
+    return learner_class(lc.name)(
+        build_model(config), LOSSES[lc.loss], lc.inner_lr, lc.inner_steps, **lc.options
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {name!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} was asked for but CUDA is not available here")
+    return device
+
+
+def build_trainer(
+    config: Config,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Trainer:
+    """Build the learner (seeded with ``config.seed``), optimizer, samplers and the trainer."""
+    check_config(config)
+    torch_device = resolve_device(device or config.device)
+    torch.manual_seed(config.seed)
+    learner = build_learner(config).to(torch_device)
+    opt = config.optimizer
+    optimizer = OPTIMIZERS[opt.name](learner.parameters(), lr=opt.lr, **opt.options)
+    scheduler = None
+    if config.scheduler is not None:
+        options = dict(config.scheduler.options)
+        if config.scheduler.name == "cosine":
+            options.setdefault("T_max", config.train.iterations)
+        if config.scheduler.name == "linear":
+            options.setdefault("total_iters", config.train.iterations)
+        scheduler = SCHEDULERS[config.scheduler.name](optimizer, **options)
+    validation = test = None
+    val = config.validation
+    if val is not None:
+        validation = EvalProtocol(
+            build_task_sampler(config, "val"), val.num_tasks, val.steps, val.seed, val.batch_size
+        )
+    if config.test is not None:
+        t = config.test
+        test = EvalProtocol(
+            build_task_sampler(config, "test"), t.num_tasks, t.steps, t.seed, t.batch_size
+        )
+    train = config.train
+    return Trainer(
+        learner,
+        build_task_sampler(config, "train"),
+        optimizer,
+        iterations=train.iterations,
+        meta_batch_size=train.meta_batch_size,
+        seed=config.seed,
+        scheduler=scheduler,
+        grad_clip=train.grad_clip,
+        amp=train.amp,
+        amp_dtype=getattr(torch, train.amp_dtype),
+        validation=validation,
+        validate_every=val.every if val is not None else train.iterations,
+        select_metric=val.metric if val is not None else None,
+        test=test,
+        run_dir=run_dir,
+        checkpoint_every=train.checkpoint_every,
+        plot=train.plot,
+        tensorboard=train.tensorboard,
+        progress=progress,
+        # The rank-invariant task stream, also in one process: a config gives the same run
+        # whether launched plainly or with torchrun on any number of ranks.
+        distributed=True,
+        metadata={"config": config.to_dict()},
+    )
+
+
+def run_experiment(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> Trainer:
+    """Train as ``config`` says, writing everything to ``run_dir``; return the finished trainer.
+
+    With ``resume=True`` the run continues from ``run_dir/checkpoint.pt`` when it exists (and
+    starts fresh otherwise). Without it, a folder that already holds a checkpoint is refused
+    rather than overwritten.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if checkpoint.exists() and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({checkpoint}); pass --resume to continue it or "
+            "choose another --run-dir"
+        )
+    # Under torchrun this joins the process group (gloo on CPU, NCCL on CUDA, one GPU per
+    # rank); launched plainly it starts nothing and the run is a single process.
+    info = init_distributed()
+    try:
+        if info.world_size > 1 and info.device.type == "cuda":
+            device = str(info.device)
+        trainer = build_trainer(config, run_dir=run_dir, device=device, progress=progress)
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if resume and checkpoint.exists():
+            trainer.resume(checkpoint)  # every rank reads the same file
+        trainer.fit()
+    finally:
+        cleanup()
+    return trainer
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] = (),
+    num_tasks: int | None = None,
+    steps: Sequence[int] | None = None,
+    seed: int | None = None,
+    split: str = "test",
+    device: str | None = None,
+) -> tuple[Evaluation, Config]:
+    """Evaluate a saved learner on the fixed test (or validation) task set of its config.
+
+    Args:
+        path: ``checkpoint.pt`` (the latest state), ``best.pt`` (the best validated state), or a
+            run folder (its ``best.pt``).
+        overrides: ``key=value`` changes to the stored config (e.g. ``data.root=/data``).
+        num_tasks: test tasks (default: the config's ``test`` section, else 600).
+        steps: inner step counts to report (default: the config's).
+        seed: seed of the task set (default: the config's).
+        split: ``"test"`` or ``"val"``.
+        device: where to evaluate (default: the config's device).
+
+    Returns:
+        The :class:`Evaluation` and the config used.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    state = load_checkpoint(path)
+    stored = state.get("metadata", {}).get("config")
+    if stored is None:
+        raise ValueError(f"{path} holds no config (it was not written by `metalearn train`)")
+    config = config_from_dict(apply_overrides(stored, overrides))
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    learner = build_learner(config)
+    learner.load_state_dict(state["learner"])
+    learner.to(resolve_device(device or config.device))
+    section = config.test if split == "test" else config.validation
+    protocol_steps: Any = steps
+    if protocol_steps is None and section is not None:
+        protocol_steps = section.steps
+    result = evaluate(
+        learner.eval(),
+        build_task_sampler(config, split),
+        num_tasks=num_tasks or (section.num_tasks if section is not None else 600),
+        steps=protocol_steps,
+        seed=seed if seed is not None else (section.seed if section is not None else 2),
+        batch_size=section.batch_size if section is not None else 25,
+    )
+    return result, config
