@@ -157,3 +157,24 @@ def test_conv_block_pools_before_relu_with_the_same_values_and_gradients(float64
     (g_ref,) = torch.autograd.grad(reference.sum(), x)
     (g_ours,) = torch.autograd.grad(ours.sum(), x)
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_parameter_hooks_see_only_the_meta_gradient_in_loop_and_vmap(float64):
+    batch = ml.tasks.Sine(5, 5, dtype=torch.float64).sample(2, torch.Generator().manual_seed(0))
+    calls = {}
+    grads = {}
+    for vectorize in ("loop", "vmap"):
+        torch.manual_seed(7)
+        maml = ml.MAML(ml.models.MLP([1, 8, 1]), F.mse_loss, 0.1, 2, vectorize=vectorize)
+        first = next(maml.parameters())
+        calls[vectorize] = 0
+
+        def hook(g, vectorize=vectorize):
+            calls[vectorize] += 1
+            return 2 * g
+
+        first.register_hook(hook)
+        grads[vectorize] = meta_gradient(maml, batch)
+    assert calls == {"loop": 1, "vmap": 1}
+    for name in grads["loop"]:
+        torch.testing.assert_close(grads["loop"][name], grads["vmap"][name], rtol=1e-10, atol=0)

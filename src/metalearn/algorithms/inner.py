@@ -133,8 +133,11 @@ def support_gradients(
                 return grad(support_loss)(fast, *args)
         return grad(support_loss)(fast, *args)
     create_graph = not first_order and torch.is_grad_enabled()
+    # Differentiate with respect to aliases, never the tensors themselves: the inner gradient
+    # then stops at the alias, so hooks a user put on a parameter see only the meta-gradient,
+    # as under torch.func.grad (and vmap).
     leaves = {
-        k: v if create_graph and v.requires_grad else v.detach().requires_grad_()
+        k: v.view_as(v) if create_graph and v.requires_grad else v.detach().requires_grad_()
         for k, v in fast.items()
     }
     with torch.enable_grad():
