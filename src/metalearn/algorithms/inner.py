@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from metalearn._functorch import under_functorch_transform
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "map_tasks",
     "resolve_vectorize",
     "select_parameters",
+    "support_gradients",
 ]
 
 Params = dict[str, Tensor]
@@ -107,6 +109,47 @@ def _step_size(lr: StepSize, step: int, name: str) -> float | Tensor:
     if isinstance(lr, Mapping):
         return lr[name]
     return lr
+
+
+def support_gradients(
+    support_loss: Callable[..., Tensor], fast: Params, first_order: bool, *args: object
+) -> Params:
+    """Gradients of ``support_loss(fast, *args)`` with respect to ``fast`` (name -> tensor).
+
+    Second order (``first_order=False`` and gradients enabled), the gradients are
+    differentiable functions of ``fast`` and of everything the loss closes over; first order
+    they are constants. Outside a ``torch.func`` transform this is ``torch.autograd.grad``:
+    with ``create_graph`` only when the second-order graph is wanted, on detached copies when
+    it is not (so no graph of the inner gradient is built or kept), under ``enable_grad`` so
+    that it also works in evaluation under ``torch.no_grad()``. Inside ``vmap`` it is
+    ``torch.func.grad``, which ignores the outer no-grad mode itself. Both give the same
+    numbers (tested); the autograd path avoids functorch's wrapper tensors, which cost about
+    a third of a looped conv MAML step.
+    """
+    if under_functorch_transform():
+        if first_order:
+            # grad() ignores the outer no_grad, so this yields the gradient as a constant.
+            with torch.no_grad():
+                return grad(support_loss)(fast, *args)
+        return grad(support_loss)(fast, *args)
+    create_graph = not first_order and torch.is_grad_enabled()
+    # Differentiate with respect to aliases, never the tensors themselves: the inner gradient
+    # then stops at the alias, so hooks a user put on a parameter see only the meta-gradient,
+    # as under torch.func.grad (and vmap).
+    leaves = {
+        k: v.view_as(v) if create_graph and v.requires_grad else v.detach().requires_grad_()
+        for k, v in fast.items()
+    }
+    with torch.enable_grad():
+        value = support_loss(leaves, *args)
+        grads = torch.autograd.grad(
+            value,
+            list(leaves.values()),
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,  # zeros for unused parameters, as torch.func.grad gives
+        )
+    return dict(zip(leaves, grads, strict=True))
 
 
 def _forward_at(forward: Forward | Sequence[Forward], step: int) -> Forward:
@@ -192,19 +235,17 @@ def inner_loop(
     fixed = {k: v for k, v in params.items() if k not in set(names)}
     fast = {k: params[k] for k in names}
     x, y = support
+    # First order: the support loss needs no graph to the fixed parameters either.
+    support_fixed = {k: v.detach() for k, v in fixed.items()} if first_order else fixed
 
     def support_loss(fast_params: Params, step: int) -> Tensor:
-        return checked_loss(loss, _forward_at(forward, step)({**fixed, **fast_params}, x), y)
+        prediction = _forward_at(forward, step)({**support_fixed, **fast_params}, x)
+        return checked_loss(loss, prediction, y)
 
     history = [dict(params)] if trajectory else []
     state = transform.init(fast) if transform is not None else None
     for step in range(steps):
-        if first_order:
-            # grad() ignores the outer no_grad, so this yields the gradient as a constant.
-            with torch.no_grad():
-                grads = grad(support_loss)(fast, step)
-        else:
-            grads = grad(support_loss)(fast, step)
+        grads = support_gradients(support_loss, fast, first_order, step)
         if transform is not None:
             grads, state = transform(grads, state, step)
         fast = {k: v - _step_size(lr, step, k) * grads[k] for k, v in fast.items()}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One script for a lent GPU machine (H100/H200): the CUDA tests, then the MAML benchmark on
+# CUDA. Needs only a Python with a CUDA build of torch; pure-Python extras (pytest, higher,
+# learn2learn's MAML modules need nothing more) are taken from benchmarks/wheels/ when the
+# machine has no package index (fill it beforehand with:
+#   pip download --only-binary=:all: --no-deps -d benchmarks/wheels \
+#       pytest iniconfig pluggy packaging higher hypothesis sortedcontainers attrs
+# ). Results go under $OUT (default: benchmarks/gpu-results). Budget: well within 10 minutes;
+# each stage has its own time limit so a slow stage cannot starve the others.
+#
+# Usage: bash benchmarks/gpu.sh            (from the repository root)
+#        PYTHON=/path/to/python bash benchmarks/gpu.sh
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+OUT="${OUT:-benchmarks/gpu-results}"
+mkdir -p "$OUT"
+LOG="$OUT/gpu_log.txt"
+: > "$LOG"
+say() { echo "$@" | tee -a "$LOG"; }
+
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    say "no CUDA device visible to $PYTHON (torch.cuda.is_available() is False); nothing to do"
+    exit 1
+fi
+nvidia-smi -L 2>/dev/null | tee -a "$LOG"
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
+torch.cuda.get_device_name(0))" | tee -a "$LOG"
+
+# Pure-Python dependencies into a private folder, never into the machine's environment.
+DEPS="$(mktemp -d)"
+if [ -d benchmarks/wheels ] && ls benchmarks/wheels/*.whl >/dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$DEPS" benchmarks/wheels/*.whl \
+        >>"$LOG" 2>&1 || say "warning: installing benchmarks/wheels failed (see log)"
+fi
+export PYTHONPATH="$PWD/src:$DEPS${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c "import higher" 2>/dev/null || say "higher not importable: its rows are skipped"
+
+status=0
+# 1. The CUDA tests (every test parametrised over the `device` fixture or marked `cuda`).
+if "$PYTHON" -c "import pytest" 2>/dev/null; then
+    say "== pytest -m cuda"
+    timeout 150 "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -5
+    rc=${PIPESTATUS[0]}
+    say "pytest exit code $rc"
+    [ "$rc" -eq 0 ] || status=1
+else
+    say "pytest not importable (put its wheels in benchmarks/wheels/): CUDA tests NOT run"
+    status=1
+fi
+
+# 2. The benchmark on CUDA: all three workloads, curves and the 1,000-step memory check
+#    (--quick: fewer curve points; GPU steps are fast, process start-up dominates).
+say "== bench_maml.py --device cuda"
+timeout 360 "$PYTHON" benchmarks/bench_maml.py --device cuda --quick \
+    --output "$OUT/bench_maml_cuda.md" 2>"$OUT/bench_maml_cuda.stderr"
+rc=$?
+say "bench_maml exit code $rc"
+if [ "$rc" -ne 0 ]; then
+    status=1
+    tail -20 "$OUT/bench_maml_cuda.stderr" | tee -a "$LOG"
+fi
+rm -rf "$DEPS"
+exit $status

@@ -1,0 +1,109 @@
+"""The MAML benchmark harness: its implementations agree, and its agreement check can fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_maml", ROOT / "benchmarks/bench_maml.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_maml"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_maml"]
+
+
+def gradients(bench, name, workload):
+    impl = bench.IMPLEMENTATIONS[name](workload, torch.device("cpu"))
+    return bench.meta_gradient(impl, workload.batch(torch.device("cpu")))
+
+
+def available(bench, names):
+    out = []
+    for name in names:
+        try:
+            bench.IMPLEMENTATIONS[name](bench.SMOKE, torch.device("cpu"))
+        except ImportError:
+            continue
+        out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["smoke", "sine"])
+def test_every_implementation_gives_metalearns_meta_gradient(bench, float64, kind):
+    workload = bench.SMOKE if kind == "smoke" else replace(bench.WORKLOADS["sine"], meta_batch=3)
+    names = available(bench, list(bench.IMPLEMENTATIONS))
+    assert {"metalearn", "metalearn-loop", "metalearn-vmap", "autograd-loop"} <= set(names)
+    reference = gradients(bench, "metalearn", workload)
+    for name in names:
+        error = bench.compare_gradients(reference, gradients(bench, name, workload), name, 1e-9)
+        assert error < 1e-9
+
+
+def test_agreement_check_catches_a_wrong_meta_gradient(bench, float64):
+    reference = gradients(bench, "metalearn", bench.SMOKE)
+    # A real mistake: the first-order gradient passed off as the second-order one.
+    first_order = bench.Metalearn(bench.SMOKE, torch.device("cpu"), "auto")
+    first_order.learner.first_order = True
+    wrong = bench.meta_gradient(first_order, bench.SMOKE.batch(torch.device("cpu")))
+    with pytest.raises(bench.GradientMismatchError, match="differs from metalearn's"):
+        bench.compare_gradients(reference, wrong, "first-order", 1e-6)
+    # A small perturbation of one parameter, and a NaN.
+    perturbed = {k: v.clone() for k, v in reference.items()}
+    perturbed["0"] += 1e-3 * perturbed["0"].abs().max()
+    with pytest.raises(bench.GradientMismatchError, match="parameter 0"):
+        bench.compare_gradients(reference, perturbed, "perturbed", 1e-6)
+    perturbed["0"][0] = float("nan")
+    with pytest.raises(bench.GradientMismatchError):
+        bench.compare_gradients(reference, perturbed, "nan", 1.0)
+    with pytest.raises(bench.GradientMismatchError, match="different parameters"):
+        bench.compare_gradients(reference, {"0": reference["0"]}, "missing", 1.0)
+
+
+def test_timing_takes_optimizer_steps(bench):
+    impl = bench.IMPLEMENTATIONS["metalearn"](bench.SMOKE, torch.device("cpu"))
+    before = [p.detach().clone() for p in impl.model().parameters()]
+    times = bench.time_steps(impl, bench.SMOKE.batch(torch.device("cpu")), reps=2, warmup=1)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    after = list(impl.model().parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_harness_end_to_end_in_child_processes(bench, tmp_path):
+    output = tmp_path / "bench.md"
+    code = bench.main(
+        [
+            "--workloads",
+            "smoke",
+            "--impls",
+            "metalearn,autograd-loop",
+            "--quick",
+            "--no-curves",
+            "--no-leak",
+            "--threads",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    text = output.read_text()
+    assert "| metalearn |" in text and "| autograd-loop |" in text
+    assert "torch " in text and "CPU:" in text
+
+
+def test_unknown_names_are_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workloads", "imagenet"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--impls", "jax"])
