@@ -61,3 +61,15 @@ def test_omniglot_example_runs(tmp_path, capsys, ways):
     result = load("omniglot_maml").main(argv)
     assert result.num_tasks == 2
     assert "Omniglot 2-way 1-shot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algorithm", ["fomaml", "anil", "metasgd", "mamlpp", "reptile"])
+def test_miniimagenet_example_runs_every_algorithm(tmp_path, algorithm):
+    write_tiny_miniimagenet(tmp_path)
+    module = load("miniimagenet_maml")
+    argv = ["--root", str(tmp_path), "--algorithm", algorithm, "--inner-steps", "1", *COMMON]
+    result = module.main(argv)
+    assert result.num_tasks == 2
+    args = module.parse(["--root", "x", "--algorithm", algorithm])
+    expected = {**module.MAML_DEFAULTS, **module.PAPER_DEFAULTS[algorithm]}
+    assert all(getattr(args, k) == v for k, v in expected.items())
