@@ -39,27 +39,7 @@ class MAML(Learner):
         Networks. ICML 2017. https://arxiv.org/abs/1703.03400
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: LossFn,
-        inner_lr: float,
-        inner_steps: int = 1,
-        first_order: bool = False,
-        adapt: AdaptSelector = None,
-        vectorize: str = "auto",
-        backend: str = "func",
-    ) -> None:
-        super().__init__(
-            model,
-            loss,
-            inner_lr,
-            inner_steps,
-            first_order=first_order,
-            adapt=adapt,
-            vectorize=vectorize,
-            backend=backend,
-        )
+    # MAML is the base learner as it stands: Learner's constructor and MAML's task loss.
 
 
 class FOMAML(MAML):
@@ -87,4 +67,7 @@ class FOMAML(MAML):
         vectorize: str = "auto",
         backend: str = "func",
     ) -> None:
-        super().__init__(model, loss, inner_lr, inner_steps, True, adapt, vectorize, backend)
+        super().__init__(
+            model, loss, inner_lr, inner_steps,
+            first_order=True, adapt=adapt, vectorize=vectorize, backend=backend,
+        )  # fmt: skip
