@@ -9,7 +9,7 @@ points; mean ± 95% CI) and writes the paper's figures:
     fits.png    MAML vs pretraining on a new task after 0, 1 and 10 gradient steps
     results.md  the MSE table
 
-Run:  python examples/sine_maml.py                  # default budget, about a minute on 2 cores
+Run:  python examples/sine_maml.py                  # default budget, ~25 s on 2 quiet cores
       python examples/sine_maml.py --iterations 70000   # the paper's budget
 """
 
