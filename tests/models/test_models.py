@@ -74,3 +74,37 @@ def test_convert_batchnorm_replaces_layers_and_copies_affine():
     assert isinstance(model[1], BatchNorm)
     assert torch.equal(model[1].weight, torch.full((3,), 2.0))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_mlp_forward_with_is_functional_call(float64):
+    net = MLP([3, 7, 5, 2], nn.Tanh)
+    params = {k: torch.randn_like(v) for k, v in net.named_parameters()}
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(net.forward_with(params, x), functional_call(net, params, (x,)))
+    xs = torch.randn(6, 4, 3)
+    batched = {k: v.expand(6, *v.shape) for k, v in params.items()}
+    torch.testing.assert_close(
+        vmap(net.forward_with)(batched, xs),
+        vmap(lambda p, x: functional_call(net, p, (x,)))(batched, xs),
+    )
+
+
+def test_learners_use_forward_with_only_when_it_matches_forward():
+    from metalearn.algorithms.inner import functional_forward
+
+    net = MLP([1, 4, 1])
+    assert functional_forward(net) == net.forward_with
+
+    class Scaled(MLP):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    scaled = Scaled([1, 4, 1])
+    params = dict(scaled.named_parameters())
+    x = torch.randn(3, 1)
+    torch.testing.assert_close(functional_forward(scaled)(params, x), scaled(x))
+    hooked = MLP([1, 4, 1])
+    hooked.head.register_forward_hook(lambda m, i, o: o + 1)
+    torch.testing.assert_close(
+        functional_forward(hooked)(dict(hooked.named_parameters()), x), hooked(x)
+    )

@@ -71,7 +71,8 @@ def _check_backend(backend: str) -> str:
 def functional_forward(model: nn.Module, backend: str = "func") -> Forward:
     """The model as a function ``forward(params, x)``.
 
-    With ``backend="func"`` it is ``functional_call(model, params, (x,))``; with
+    With ``backend="func"`` it is ``functional_call(model, params, (x,))``, or the model's
+    own ``forward_with(params, x)`` when it has one (:class:`~metalearn.models.MLP` does); with
     ``backend="higher"`` the same model runs through ``higher.monkeypatch`` (see
     :mod:`metalearn.algorithms._higher`). Both take and give the same tensors.
     """
@@ -80,10 +81,29 @@ def functional_forward(model: nn.Module, backend: str = "func") -> Forward:
 
         return PatchedForward(model)
 
+    if _has_pure_forward(model):
+        return model.forward_with
+
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(model, params, (x,))
 
     return forward
+
+
+def _has_pure_forward(model: nn.Module) -> bool:
+    # A model may offer forward_with(params, x), a pure function equal to
+    # functional_call(model, params, (x,)) but cheaper under torch.func transforms. Trust it
+    # only when the class that defines it also defines the forward in use (a subclass that
+    # overrides forward alone must not be served the parent's function) and no hooks would be
+    # skipped.
+    def owner(name: str) -> type | None:
+        return next((c for c in type(model).__mro__ if name in c.__dict__), None)
+
+    return (
+        owner("forward_with") is not None
+        and owner("forward_with") is owner("forward")
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    )
 
 
 def checked_loss(loss: LossFn, prediction: Tensor, target: Tensor) -> Tensor:
