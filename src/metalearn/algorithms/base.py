@@ -9,6 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from metalearn._checks import check_int
 from metalearn.algorithms.inner import (
     BACKENDS,
     LossFn,
@@ -58,11 +59,7 @@ def _check_number(name: str, value: float, minimum: float = 0.0) -> float:
 
 
 def _check_steps(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return check_int(name, value, 0)
 
 
 class Learner(nn.Module):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from metalearn._checks import check_int
 from metalearn.algorithms.base import AdaptSelector, Learner, _check_steps, task_metrics
 from metalearn.algorithms.inner import Forward, LossFn, Params, checked_loss
 from metalearn.algorithms.metasgd import check_keys, parameter_key
@@ -132,9 +133,7 @@ class MAMLPlusPlus(Learner):
         if multi_step_loss and self.msl_epochs < 1:
             raise ValueError("msl_epochs must be >= 1 with multi_step_loss=True")
         self.first_order_epochs = _check_steps("first_order_epochs", first_order_epochs)
-        self.iterations_per_epoch = _check_steps("iterations_per_epoch", iterations_per_epoch)
-        if self.iterations_per_epoch < 1:
-            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        self.iterations_per_epoch = check_int("iterations_per_epoch", iterations_per_epoch, 1)
         self.learn_step_sizes = bool(learn_step_sizes)
         self.multi_step_loss = bool(multi_step_loss)
         self.per_step_bn = bool(per_step_bn)

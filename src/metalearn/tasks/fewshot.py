@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metalearn._checks import check_int
 from metalearn.tasks.batch import TaskBatch
 
 __all__ = ["Augment", "FewShot"]
@@ -15,14 +16,6 @@ __all__ = ["Augment", "FewShot"]
 #: ``augment(images, generator) -> images`` with images ``[n_way, k_shot + k_query, C, H, W]``
 #: of one task, grouped by class (so a transform can act per class, per image or per task).
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 class FewShot:
@@ -81,9 +74,9 @@ class FewShot:
                 )
         if not (hasattr(dataset, "gather") or hasattr(dataset, "images")):
             raise TypeError(f"dataset {type(dataset).__name__} has neither gather() nor images()")
-        self.n_way = _positive_int("n_way", n_way)
-        self.k_shot = _positive_int("k_shot", k_shot)
-        self.k_query = _positive_int("k_query", k_query)
+        self.n_way = check_int("n_way", n_way, 1)
+        self.k_shot = check_int("k_shot", k_shot, 1)
+        self.k_query = check_int("k_query", k_query, 1)
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable, got {type(augment).__name__}")
         num_classes = int(dataset.num_classes)

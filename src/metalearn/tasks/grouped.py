@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metalearn._checks import check_int
 from metalearn.tasks._tables import listing, plural, read_csv, read_dataframe, warn_user
 from metalearn.tasks.batch import TaskBatch
 
@@ -25,14 +26,6 @@ __all__ = ["GroupSampler", "Grouped"]
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -246,8 +239,8 @@ class Grouped:
         target_name: str = "y",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.k_shot = _check_count("k_shot", k_shot, 1)
-        self.k_query = _check_count("k_query", k_query, 1)
+        self.k_shot = check_int("k_shot", k_shot, 1)
+        self.k_query = check_int("k_query", k_query, 1)
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         self.task = task
@@ -255,7 +248,7 @@ class Grouped:
         if task == "classification":
             if n_way is None:
                 raise ValueError("task='classification' needs n_way (classes per task), e.g. 2")
-            self.n_way = _check_count("n_way", n_way, 2)
+            self.n_way = check_int("n_way", n_way, 2)
             if standardize_target:
                 raise ValueError("standardize_target is for regression targets only")
         elif n_way is not None:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from metalearn._checks import check_int
 from metalearn.tasks.batch import TaskBatch
 
 __all__ = ["Sine"]
@@ -62,13 +63,8 @@ class Sine:
         query_grid: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        for name, k in (("k_shot", k_shot), ("k_query", k_query)):
-            if isinstance(k, bool) or not isinstance(k, int):
-                raise TypeError(f"{name} must be an int, got {type(k).__name__}")
-            if k < 1:
-                raise ValueError(f"{name} must be >= 1, got {k}")
-        self.k_shot = k_shot
-        self.k_query = k_query
+        self.k_shot = check_int("k_shot", k_shot, 1)
+        self.k_query = check_int("k_query", k_query, 1)
         self.amplitude = _check_range("amplitude", amplitude)
         self.phase = _check_range("phase", phase)
         self.x_range = _check_range("x_range", x_range)
