@@ -117,18 +117,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(result)
     if args.json is not None:
-        summary = {
-            "checkpoint": str(args.checkpoint),
-            "num_tasks": result.num_tasks,
-            "steps": list(result.steps),
-            "metrics": {
-                m: {
-                    "mean": [result.summary(m, s)[0] for s in result.steps],
-                    "ci95": [result.summary(m, s)[1] for s in result.steps],
-                }
-                for m in sorted(result.per_task)
-            },
-        }
+        summary = {"checkpoint": str(args.checkpoint), **result.to_dict()}
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

@@ -55,6 +55,20 @@ class Evaluation:
             raise KeyError(f"steps={steps} was not evaluated; have {list(self.steps)}")
         return mean_ci95(self.per_task[metric][:, self.steps.index(steps)])
 
+    def to_dict(self) -> dict:
+        """Plain data for JSON: ``num_tasks``, ``steps`` and per metric the means and CIs."""
+        return {
+            "num_tasks": self.num_tasks,
+            "steps": list(self.steps),
+            "metrics": {
+                metric: {
+                    "mean": [self.summary(metric, s)[0] for s in self.steps],
+                    "ci95": [self.summary(metric, s)[1] for s in self.steps],
+                }
+                for metric in sorted(self.per_task)
+            },
+        }
+
     def table(self) -> str:
         """A plain-text table: one row per step count, ``mean ± ci95`` per metric."""
         metrics = sorted(self.per_task)

@@ -595,16 +595,8 @@ class Trainer:
         if self.run_dir is not None and self.is_main_process:
             summary = {
                 "iteration": self.best_iteration if self.restore_best else self.iteration,
-                "num_tasks": result.num_tasks,
                 "seed": protocol.seed,
-                "steps": list(result.steps),
-                "metrics": {
-                    metric: {
-                        "mean": [result.summary(metric, s)[0] for s in result.steps],
-                        "ci95": [result.summary(metric, s)[1] for s in result.steps],
-                    }
-                    for metric in sorted(result.per_task)
-                },
+                **result.to_dict(),
             }
             (self.run_dir / TEST_FILE).write_text(json.dumps(summary, indent=2) + "\n")
             if self._log is not None:
