@@ -1,24 +1,10 @@
 """The example scripts run end to end (tiny budgets), so they cannot rot."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sine_demo_writes_table_and_figures(tmp_path):
-    demo = load("sine_maml")
+def test_sine_demo_writes_table_and_figures(tmp_path, load_example):
+    demo = load_example("sine_maml")
     results = demo.main(
         ["--iterations", "20", "--test-tasks", "20", "--out", str(tmp_path), "--no-progress"]
     )
@@ -29,12 +15,12 @@ def test_sine_demo_writes_table_and_figures(tmp_path):
     assert "| MAML |" in table and "| pretrained |" in table
 
 
-def test_expected_sine_curve_matches_sampled_mean():
+def test_expected_sine_curve_matches_sampled_mean(load_example):
     import torch
 
     import metalearn as ml
 
-    demo = load("sine_maml")
+    demo = load_example("sine_maml")
     sampler = ml.tasks.Sine(10, 10)
     x = torch.linspace(-5, 5, 50)
     many = sampler.sample(20000, generator=torch.Generator().manual_seed(0))
@@ -45,10 +31,10 @@ def test_expected_sine_curve_matches_sampled_mean():
 
 
 @pytest.mark.slow
-def test_maml_beats_pretraining_outside_the_confidence_intervals(tmp_path):
+def test_maml_beats_pretraining_outside_the_confidence_intervals(tmp_path, load_example):
     # The paper's claim at a reduced budget (issue 2): from 2,000 iterations on, MAML's MSE after
     # 1 and 10 steps is lower than pretraining's by more than the two CIs together.
-    demo = load("sine_maml")
+    demo = load_example("sine_maml")
     results = demo.main(["--iterations", "2000", "--out", str(tmp_path), "--no-progress"])
     for steps in (1, 10):
         maml, maml_ci = results["MAML"].summary("loss", steps)

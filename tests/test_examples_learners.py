@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -30,8 +16,10 @@ def load(name: str):
         ("sine_mamlpp", ["--epochs", "2", "--epoch-size", "2", "--no-msl", "--no-lslr", "--no-ca"]),
     ],
 )
-def test_sine_example_runs(tmp_path, script, flags):
-    out = load(script).main([*flags, "--test-tasks", "10", "--out", str(tmp_path), "--no-progress"])
+def test_sine_example_runs(tmp_path, script, flags, load_example):
+    out = load_example(script).main(
+        [*flags, "--test-tasks", "10", "--out", str(tmp_path), "--no-progress"]
+    )
     results = out if isinstance(out, dict) else {"result": out}
     for result in results.values():
         assert result.per_task["loss"].shape[0] == 10

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,16 +9,10 @@ from learner_cases import meta_gradient, regression_batch, relative_error, tiny_
 
 import metalearn as ml
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "new_algorithm.py"
-
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("new_algorithm", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["new_algorithm"] = module
-    spec.loader.exec_module(module)
-    return module
+def example(load_example):
+    return load_example("new_algorithm")
 
 
 def make(example, seed=0, **kw):

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fewshot_fakes import write_omniglot
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_tiny_miniimagenet(root: Path, classes: int = 5, per_class: int = 3) -> None:
@@ -36,16 +26,16 @@ COMMON = ["--iterations", "2", "--test-tasks", "2", "--no-class-check", "--no-pr
 COMMON += ["--hidden", "4", "--meta-batch", "2", "--queries", "1", "--test-steps", "1"]
 
 
-def test_miniimagenet_example_runs(tmp_path, capsys):
+def test_miniimagenet_example_runs(tmp_path, capsys, load_example):
     write_tiny_miniimagenet(tmp_path)
     argv = ["--root", str(tmp_path), "--inner-steps", "1", *COMMON]
-    result = load("miniimagenet_maml").main(argv)
+    result = load_example("miniimagenet_maml").main(argv)
     assert result.num_tasks == 2 and result.steps == (1,)
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_miniimagenet_example_defaults_follow_the_paper():
-    args = load("miniimagenet_maml").parse(["--root", "x"])
+def test_miniimagenet_example_defaults_follow_the_paper(load_example):
+    args = load_example("miniimagenet_maml").parse(["--root", "x"])
     assert (args.shots, args.ways, args.queries, args.inner_steps, args.test_steps) == (
         1, 5, 15, 5, 10
     )  # fmt: skip
@@ -55,18 +45,18 @@ def test_miniimagenet_example_defaults_follow_the_paper():
 
 
 @pytest.mark.parametrize("ways", [2])
-def test_omniglot_example_runs(tmp_path, capsys, ways):
+def test_omniglot_example_runs(tmp_path, capsys, ways, load_example):
     write_omniglot(tmp_path)
     argv = ["--root", str(tmp_path), "--ways", str(ways), "--inner-steps", "1", *COMMON]
-    result = load("omniglot_maml").main(argv)
+    result = load_example("omniglot_maml").main(argv)
     assert result.num_tasks == 2
     assert "Omniglot 2-way 1-shot" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("algorithm", ["fomaml", "anil", "metasgd", "mamlpp", "reptile"])
-def test_miniimagenet_example_runs_every_algorithm(tmp_path, algorithm):
+def test_miniimagenet_example_runs_every_algorithm(tmp_path, algorithm, load_example):
     write_tiny_miniimagenet(tmp_path)
-    module = load("miniimagenet_maml")
+    module = load_example("miniimagenet_maml")
     argv = ["--root", str(tmp_path), "--algorithm", algorithm, "--inner-steps", "1", *COMMON]
     result = module.main(argv)
     assert result.num_tasks == 2
