@@ -15,6 +15,7 @@ from metalearn.algorithms import (
     Pretrain,
     Reptile,
 )
+from metalearn.runtime import tune_cpu_allocator
 from metalearn.training import DivergenceError, EvalProtocol, Evaluation, Trainer, evaluate, train
 
 __version__ = "0.1.0"
@@ -40,4 +41,5 @@ __all__ = [
     "tasks",
     "train",
     "training",
+    "tune_cpu_allocator",
 ]

@@ -1,7 +1,7 @@
 """Models that work as plain ``nn.Module``s and under ``torch.func.functional_call``/``vmap``."""
 
 from metalearn.models.conv import Conv4, ConvBlock
-from metalearn.models.layers import BatchNorm, convert_batchnorm
+from metalearn.models.layers import BatchNorm, MaxPool2x2, convert_batchnorm
 from metalearn.models.mlp import MLP
 
-__all__ = ["MLP", "BatchNorm", "Conv4", "ConvBlock", "convert_batchnorm"]
+__all__ = ["MLP", "BatchNorm", "Conv4", "ConvBlock", "MaxPool2x2", "convert_batchnorm"]

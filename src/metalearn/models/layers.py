@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from metalearn._functorch import under_functorch_transform
 
-__all__ = ["BatchNorm", "convert_batchnorm"]
+__all__ = ["BatchNorm", "MaxPool2x2", "convert_batchnorm"]
 
 
 class BatchNorm(nn.Module):
@@ -66,6 +66,77 @@ class BatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """2x2 max-pooling with stride 2, ``F.max_pool2d(x, 2)``, with a faster CPU path.
+
+    On CPU, torch's ``max_pool2d`` forward is a scalar loop (about 90 ms for the
+    ``[75, 32, 84, 84]`` activations of a MiniImagenet query set, a tenth of a MAML step on two
+    cores). Outside ``torch.func`` transforms, this layer takes the maxima of the four strided
+    quarters with vectorised element-wise ops instead, and records the same flat argmax indices
+    ``max_pool2d`` records (first maximum in the window's row-major order), so its backward is
+    torch's own ``max_pool2d_with_indices_backward``: values, gradients and higher-order
+    gradients are identical to ``F.max_pool2d``, ties included (tested). Elsewhere (CUDA, under
+    ``vmap``) it is ``F.max_pool2d``.
+
+    Example:
+        >>> MaxPool2x2()(torch.randn(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            x.device.type != "cpu"
+            or x.dim() not in (3, 4)
+            or min(x.shape[-2:]) < 2
+            or under_functorch_transform()
+        ):
+            return F.max_pool2d(x, 2)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPool2x2.apply(x)
+        top, bottom = _row_maxima(x)
+        return torch.maximum(top, bottom)
+
+
+def _quarters(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # The four corners of every 2x2 window (an odd last row/column is dropped, as by pooling).
+    h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
+    x = x[..., :h, :w]
+    return x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+
+
+def _row_maxima(x: Tensor) -> tuple[Tensor, Tensor]:
+    a00, a01, a10, a11 = _quarters(x)
+    return torch.maximum(a00, a01), torch.maximum(a10, a11)
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        a00, a01, a10, a11 = _quarters(x)
+        top, bottom = torch.maximum(a00, a01), torch.maximum(a10, a11)
+        width = x.shape[-1]
+        # max_pool2d's index: the first maximum in row-major order, so a tie goes to the top
+        # row, then to the left column.
+        lower = bottom > top
+        index = torch.where(lower, (a11 > a10).long() + width, (a01 > a00).long())
+        rows, cols = top.shape[-2:]
+        index += torch.arange(0, 2 * rows * width, 2 * width, device=x.device).view(-1, 1)
+        index += torch.arange(0, 2 * cols, 2, device=x.device)
+        ctx.save_for_backward(x, index)
+        return torch.maximum(top, bottom)  # (propagates NaN as max_pool2d does)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        x, index = ctx.saved_tensors
+        # torch's own backward, differentiable again (its derivative gathers at ``index``).
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, index
+        )
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metalearn.algorithms.base import Learner
+from metalearn.runtime import tune_cpu_allocator
 from metalearn.tasks.batch import TaskBatch, TaskSampler
 from metalearn.training import distributed as dist
 from metalearn.training.checkpoint import (
@@ -197,6 +198,9 @@ class Trainer:
             run, see the same tasks), gradients and metrics are averaged across ranks, and only
             rank 0 writes files and shows progress. ``True`` without a process group runs the
             same task stream in one process.
+        tune_allocator: on CPU, call :func:`metalearn.tune_cpu_allocator` (keep freed memory
+            for reuse instead of paying page faults for every large activation; about a
+            quarter of a Conv-4 step). Affects the whole process.
         reduce_gradients: called as ``reduce_gradients(learner)`` after every backward, before
             the gradient is checked and clipped (e.g. an all-reduce that averages across ranks).
 
@@ -242,6 +246,7 @@ class Trainer:
         sample_batch: SampleBatch | None = None,
         reduce_gradients: Callable[[Learner], None] | None = None,
         distributed: bool | None = None,
+        tune_allocator: bool = True,
     ) -> None:
         if not isinstance(learner, torch.nn.Module):
             raise TypeError(f"learner must be a metalearn Learner, got {type(learner).__name__}")
@@ -293,6 +298,8 @@ class Trainer:
         if first is None:
             raise ValueError("the learner has no parameters to train")
         self.device, self.dtype = first.device, first.dtype
+        if tune_allocator and self.device.type == "cpu":
+            tune_cpu_allocator()
         self.amp = bool(amp) and self.device.type == "cuda"
         self.amp_dtype = amp_dtype
         use_scaler = self.amp and amp_dtype == torch.float16

@@ -1,0 +1,71 @@
+"""MaxPool2x2 (the Conv-4 pooling): identical to F.max_pool2d, to second order, ties included."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from metalearn.models import MaxPool2x2
+
+
+def _inputs(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    # Ties of every kind: constant blocks (as in Omniglot's flat background), equal pairs in a
+    # row, in a column and across the diagonal.
+    x[..., :4, :4] = 1.5
+    x[..., 4, 5] = x[..., 4, 4]
+    x[..., 5, 4] = x[..., 4, 4] + 10
+    x[..., 5, 5] = x[..., 5, 4]
+    x[..., 6, 7] = x[..., 7, 6] = 20.0
+    return x
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (2, 3, 9, 11), (4, 8, 10), (1, 1, 2, 2)])
+def test_values_indices_and_gradients_equal_max_pool2d_to_second_order(shape):
+    if shape[-1] < 8:
+        x = torch.randn(shape, dtype=torch.float64)
+    else:
+        x = _inputs(shape)
+    x.requires_grad_()
+    ours, reference = MaxPool2x2()(x), F.max_pool2d(x, 2)
+    assert torch.equal(ours, reference)
+    probe = torch.randn_like(reference, requires_grad=True)
+    (g_ours,) = torch.autograd.grad(ours, x, probe, create_graph=True)
+    (g_ref,) = torch.autograd.grad(reference, x, probe, create_graph=True)
+    assert torch.equal(g_ours, g_ref)  # every tie sends the gradient where max_pool2d does
+    probe2 = torch.randn_like(g_ref)
+    (gg_ours,) = torch.autograd.grad(g_ours, probe, probe2)
+    (gg_ref,) = torch.autograd.grad(g_ref, probe, probe2)
+    assert torch.equal(gg_ours, gg_ref)
+
+
+def test_fast_path_is_not_plain_max_pool2d():
+    x = _inputs((2, 3, 8, 8)).requires_grad_()
+    assert MaxPool2x2()(x).grad_fn.name() != F.max_pool2d(x, 2).grad_fn.name()
+
+
+def test_without_grad_and_in_float32_the_values_are_exact():
+    x = _inputs((2, 3, 9, 9), torch.float32)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2x2()(x), F.max_pool2d(x, 2))
+    assert torch.equal(MaxPool2x2()(x), F.max_pool2d(x, 2))  # x needs no grad either
+
+
+def test_nan_propagates_like_max_pool2d():
+    x = torch.randn(1, 1, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        x[0, 0, 1, 0] = float("nan")
+    out = MaxPool2x2()(x)
+    assert torch.equal(out.isnan(), F.max_pool2d(x, 2).isnan())
+    assert out[0, 0, 0, 0].isnan()
+
+
+def test_under_vmap_it_is_max_pool2d():
+    x = torch.randn(3, 2, 4, 6, 6)
+    assert torch.equal(vmap(MaxPool2x2())(x), vmap(lambda t: F.max_pool2d(t, 2))(x))
+
+
+def test_too_small_input_gets_max_pool2d_error():
+    with pytest.raises(RuntimeError):
+        MaxPool2x2()(torch.randn(1, 1, 1, 5))
