@@ -86,7 +86,7 @@ def test_harness_end_to_end_in_child_processes(bench, tmp_path):
             "--workloads",
             "smoke",
             "--impls",
-            "metalearn,autograd-loop",
+            "metalearn,autograd-loop,autograd-loop+allocator",
             "--quick",
             "--no-curves",
             "--no-leak",
@@ -99,6 +99,7 @@ def test_harness_end_to_end_in_child_processes(bench, tmp_path):
     assert code == 0
     text = output.read_text()
     assert "| metalearn |" in text and "| autograd-loop |" in text
+    assert "| autograd-loop+allocator |" in text
     assert "torch " in text and "CPU:" in text
 
 
@@ -107,3 +108,13 @@ def test_unknown_names_are_refused(bench):
         bench.parse_args(["--workloads", "imagenet"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--impls", "jax"])
+    with pytest.raises(SystemExit):  # only peers take the allocator suffix
+        bench.parse_args(["--impls", "metalearn-loop+allocator"])
+
+
+def test_allocator_rows_name_their_peer(bench):
+    assert bench.split_name("learn2learn+allocator") == ("learn2learn", True)
+    assert bench.split_name("learn2learn") == ("learn2learn", False)
+    assert bench.split_name("metalearn") == ("metalearn", True)  # as metalearn's Trainer runs
+    names = bench.default_implementations(bench.SMOKE, torch.device("cpu"))
+    assert {p + bench.TUNED for p in bench.PEERS} <= set(names)
