@@ -23,11 +23,8 @@ def _inputs(shape, dtype=torch.float64, seed=0):
 
 @pytest.mark.parametrize("shape", [(3, 2, 8, 8), (2, 3, 9, 11), (4, 8, 10), (1, 1, 2, 2)])
 def test_values_indices_and_gradients_equal_max_pool2d_to_second_order(shape):
-    if shape[-1] < 8:
-        x = torch.randn(shape, dtype=torch.float64)
-    else:
-        x = _inputs(shape)
-    x.requires_grad_()
+    small = shape[-1] < 8
+    x = (torch.randn(shape, dtype=torch.float64) if small else _inputs(shape)).requires_grad_()
     ours, reference = MaxPool2x2()(x), F.max_pool2d(x, 2)
     assert torch.equal(ours, reference)
     probe = torch.randn_like(reference, requires_grad=True)
@@ -69,3 +66,16 @@ def test_under_vmap_it_is_max_pool2d():
 def test_too_small_input_gets_max_pool2d_error():
     with pytest.raises(RuntimeError):
         MaxPool2x2()(torch.randn(1, 1, 1, 5))
+
+
+def test_backward_does_not_keep_the_input_alive():
+    import weakref
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    pre = x * 2  # an intermediate only the pooling uses
+    ref = weakref.ref(pre)
+    out = MaxPool2x2()(pre)
+    del pre
+    assert ref() is None  # max_pool2d would hold it until the backward
+    (g,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(g, torch.autograd.grad(F.max_pool2d(x * 2, 2).sum(), x)[0])

@@ -77,7 +77,9 @@ class MaxPool2x2(nn.MaxPool2d):
     quarters with vectorised element-wise ops instead, and records the same flat argmax indices
     ``max_pool2d`` records (first maximum in the window's row-major order), so its backward is
     torch's own ``max_pool2d_with_indices_backward``: values, gradients and higher-order
-    gradients are identical to ``F.max_pool2d``, ties included (tested). Elsewhere (CUDA, under
+    gradients are identical to ``F.max_pool2d``, ties included (tested). Unlike
+    ``max_pool2d`` it does not keep its input for the backward (only the indices), which
+    frees every pre-pooling activation of a meta-batch's graph early. Elsewhere (CUDA, under
     ``vmap``) it is ``F.max_pool2d``.
 
     Example:
@@ -123,19 +125,28 @@ class _MaxPool2x2(torch.autograd.Function):
         # max_pool2d's index: the first maximum in row-major order, so a tie goes to the top
         # row, then to the left column.
         lower = bottom > top
-        index = torch.where(lower, (a11 > a10).long() + width, (a01 > a00).long())
+        right_top, right_bottom = a01 > a00, a11 > a10
+        right = right_top ^ (lower & (right_top ^ right_bottom))  # where(lower, bottom's, top's)
+        index = lower * width  # (int64; bool ops and in-place adds are the cheap kernels here)
+        index += right
         rows, cols = top.shape[-2:]
-        index += torch.arange(0, 2 * rows * width, 2 * width, device=x.device).view(-1, 1)
-        index += torch.arange(0, 2 * cols, 2, device=x.device)
-        ctx.save_for_backward(x, index)
+        corner = torch.arange(0, 2 * rows * width, 2 * width, device=x.device).view(-1, 1)
+        index += corner + torch.arange(0, 2 * cols, 2, device=x.device)  # top-left of windows
+        # The backward needs only the indices and x's layout, not x: keeping x alive for the
+        # backward (as max_pool2d does) would hold every pre-pooling activation of the graph.
+        ctx.save_for_backward(index)
+        ctx.layout = x.shape, x.stride()
         return torch.maximum(top, bottom)  # (propagates NaN as max_pool2d does)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        x, index = ctx.saved_tensors
-        # torch's own backward, differentiable again (its derivative gathers at ``index``).
+        (index,) = ctx.saved_tensors
+        shape, stride = ctx.layout
+        # torch's own backward, differentiable again (its derivative gathers at ``index``); it
+        # reads only the shape and strides of its ``self`` argument, never its values.
+        like_x = torch.empty_strided(shape, stride, dtype=grad.dtype, device=grad.device)
         return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, index
+            grad, like_x, [2, 2], [2, 2], [0, 0], [1, 1], False, index
         )
 
 
