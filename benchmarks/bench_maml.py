@@ -137,7 +137,7 @@ WORKLOADS = {
         channels=3,
         hidden=32,
         image_size=84,
-        reps=3,
+        reps=5,
         warmup=1,
     ),
     "omniglot": Workload(
