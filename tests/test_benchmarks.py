@@ -44,6 +44,8 @@ def test_every_implementation_gives_metalearns_meta_gradient(bench, float64, kin
     workload = bench.SMOKE if kind == "smoke" else replace(bench.WORKLOADS["sine"], meta_batch=3)
     names = available(bench, list(bench.IMPLEMENTATIONS))
     assert {"metalearn", "metalearn-loop", "metalearn-vmap", "autograd-loop"} <= set(names)
+    if kind == "smoke":  # compiling a conv step takes long; tests/algorithms covers it
+        names.remove("metalearn+compile")
     reference = gradients(bench, "metalearn", workload)
     for name in names:
         error = bench.compare_gradients(reference, gradients(bench, name, workload), name, 1e-9)
@@ -118,3 +120,7 @@ def test_allocator_rows_name_their_peer(bench):
     assert bench.split_name("metalearn") == ("metalearn", True)  # as metalearn's Trainer runs
     names = bench.default_implementations(bench.SMOKE, torch.device("cpu"))
     assert {p + bench.TUNED for p in bench.PEERS} <= set(names)
+    # Compiling is a default row on the sine MLP only.
+    assert "metalearn+compile" not in names
+    sine = bench.default_implementations(bench.WORKLOADS["sine"], torch.device("cpu"))
+    assert "metalearn+compile" in sine

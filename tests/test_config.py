@@ -116,6 +116,11 @@ def test_image_configs_follow_finn_et_al():
         ({"test.steps": "[1, x]"}, "test.steps[1]: must be an integer"),
         ({"data.name": "omniglot", "data.n_way": 5}, "data.root: required for omniglot tasks"),
         ({"validation": "[]"}, "validation: expected a mapping of keys, got list"),
+        ({"train.compile_mode": "fast"}, "train.compile_mode: must be one of ['default',"),
+        (
+            {"train.compile": "true", "train.amp": "true"},
+            "train.compile: a compiled learner cannot run under AMP",
+        ),
     ],
 )
 def test_bad_keys_and_values_are_named(changes, message):
@@ -266,3 +271,13 @@ def test_scientific_notation_reads_as_a_number(tmp_path):
     config = load_config(path, ["optimizer.lr=3e-4"])
     assert config.optimizer.lr == 3e-4
     assert config.scheduler.options["eta_min"] == 1e-5
+
+
+def test_train_compile_compiles_the_learner(tmp_path):
+    config = config_from_dict(minimal(**{"train.compile": "true", "train.compile_mode": "default"}))
+    trainer = build_trainer(config, run_dir=tmp_path, device="cpu", progress=False)
+    assert trainer.learner._compile_options["mode"] == "default"
+    plain = build_trainer(
+        config_from_dict(minimal()), run_dir=tmp_path, device="cpu", progress=False
+    )
+    assert plain.learner._compile_options is None

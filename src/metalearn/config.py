@@ -152,9 +152,20 @@ class TrainConfig:
     grad_clip: float | None = field(default=None, metadata=_check(_positive))
     amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    compile: bool = False
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
     checkpoint_every: int = field(default=1000, metadata=_check(_positive))
     plot: bool = True
     tensorboard: bool | None = None
+
+    def validate(self, path: str) -> None:
+        if self.compile and self.amp:
+            raise ConfigError(
+                f"{path}.compile: a compiled learner cannot run under AMP (float16 loss scaling "
+                "would not reach the inner gradients); set amp: false or compile: false"
+            )
 
 
 @dataclass

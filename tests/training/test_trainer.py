@@ -368,3 +368,20 @@ def test_amp_trains_on_cuda(tmp_path, dtype):
     )
     again.resume(tmp_path / "checkpoint.pt")
     assert len(again.fit()) == 5
+
+
+def test_a_compiled_learner_trains_as_the_eager_one(tmp_path):
+    def run(name, compile):
+        np.random.seed(0)  # NoisySine draws from the global RNGs
+        random.seed(0)
+        trainer = make_trainer(tmp_path / name)
+        if compile:
+            trainer.learner.compile(backend="aot_eager")  # inductor's tracing, without C++
+        return trainer, [m["meta_loss"] for m in trainer.fit()]
+
+    eager, losses = run("eager", compile=False)
+    compiled, losses_compiled = run("compiled", compile=True)
+    assert compiled.learner._compiled is not None
+    assert losses_compiled == pytest.approx(losses, rel=1e-4)
+    for p, q in zip(eager.learner.parameters(), compiled.learner.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)

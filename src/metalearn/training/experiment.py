@@ -291,6 +291,8 @@ def build_trainer(
     torch_device = resolve_device(device or config.device)
     torch.manual_seed(config.seed)
     learner = build_learner(config).to(torch_device)
+    if config.train.compile:
+        learner.compile(mode=config.train.compile_mode)
     opt = config.optimizer
     optimizer = OPTIMIZERS[opt.name](learner.parameters(), lr=opt.lr, **opt.options)
     scheduler = None

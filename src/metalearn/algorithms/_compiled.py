@@ -1,0 +1,102 @@
+"""``Learner.compile``: the whole meta-gradient as one ``torch.compile``'d function.
+
+``torch.compile`` cannot serve second-order MAML the usual way: the gradient that comes out of
+a compiled function is not differentiable again (AOTAutograd has no double backward). So the
+meta-gradient is computed *forward*, inside the compiled function: ``torch.func.grad`` of the
+learner's meta-loss with respect to its parameters, whose inner loop is ``torch.func.grad``
+again (second order by nesting). The compiled function returns the loss, the metrics and the
+meta-gradients; :class:`_PrecomputedGradient` hands those gradients to the parameters when the
+caller runs ``loss.backward()``, so the training loop every learner fits is unchanged.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch._dynamo.config
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.func import functional_call, grad
+
+__all__ = ["CompiledMetaGradient"]
+
+# Compile modes that replay CUDA graphs, whose outputs live in memory the next replay reuses.
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# Versions one learner may compile (a new batch shape, MAML++'s annealing, which changes the
+# meta-loss during its first msl_epochs epochs and again at first_order_epochs); torch's
+# default of 8 is shared by every function with the same code.
+_RECOMPILE_LIMIT = 64
+_LIMIT_NAME = (
+    "recompile_limit"
+    if hasattr(torch._dynamo.config, "recompile_limit")
+    else (
+        "cache_size_limit"  # torch < 2.6
+    )
+)
+
+
+class _PrecomputedGradient(torch.autograd.Function):
+    """The meta-loss as a node whose backward returns gradients computed in the forward."""
+
+    @staticmethod
+    def forward(ctx: Any, loss: Tensor, grads: tuple[Tensor, ...], *params: Tensor) -> Tensor:
+        ctx.grads = grads
+        return loss.clone()
+
+    @staticmethod
+    @once_differentiable  # the gradients are constants here: refuse a double backward
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        return (None, None, *(grad_output * g for g in ctx.grads))
+
+
+class CompiledMetaGradient:
+    """Callable ``(learner, batch) -> MetaOutput`` whose meta-gradient is computed compiled.
+
+    Args:
+        learner: the learner whose eager forward (run under ``torch.func.grad``) defines the
+            meta-loss.
+        options: keyword arguments for ``torch.compile``.
+    """
+
+    def __init__(self, learner: nn.Module, options: dict[str, Any]) -> None:
+        def loss_and_aux(params: dict[str, Tensor], batch: Any) -> tuple[Tensor, Any]:
+            out = functional_call(learner, params, (batch,))
+            return out.loss, (out.loss.detach(), out.metrics)
+
+        def meta_gradient(params: dict[str, Tensor], batch: Any) -> Any:
+            return grad(loss_and_aux, has_aux=True)(params, batch)
+
+        # torch.compile keeps compiled versions per code object: a private copy of the code
+        # gives each learner its own versions (and limit), so learners never evict each other.
+        private = types.FunctionType(
+            meta_gradient.__code__.replace(),
+            globals(),
+            "meta_gradient",
+            None,
+            meta_gradient.__closure__,
+        )
+        self.cuda_graphs = options.get("mode") in _CUDA_GRAPH_MODES
+        self.function: Callable = torch.compile(private, **options)
+
+    def __call__(self, learner: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        named = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        # Raised for this call only (set by hand: config.patch costs 10% of a sine step).
+        config = torch._dynamo.config
+        limit = getattr(config, _LIMIT_NAME)
+        setattr(config, _LIMIT_NAME, max(limit, _RECOMPILE_LIMIT))
+        try:
+            grads, (loss, metrics) = self.function({n: p.detach() for n, p in named}, batch)
+        finally:
+            setattr(config, _LIMIT_NAME, limit)
+        grads = tuple(grads[n] for n, _ in named)
+        if self.cuda_graphs:
+            # A later replay overwrites the graph's outputs; keep our own copies.
+            grads = tuple(g.clone() for g in grads)
+            metrics = {k: v.clone() for k, v in metrics.items()}
+        loss = _PrecomputedGradient.apply(loss, grads, *(p for _, p in named))
+        return loss, metrics
