@@ -246,8 +246,8 @@ class Learner(nn.Module):
         meta-learning (a compiled gradient is not differentiable again).
 
         It pays where Python and kernel-launch overhead dominate: the sine MLP's meta-training
-        step runs about 4x faster on CPU (benchmarks/RESULTS.md), after ~10 s of compiling.
-        For Conv-4 on CPU it measured no faster and took 8 minutes to compile. On CUDA,
+        step runs 2.5x faster on CPU (benchmarks/RESULTS.md), after ~17 s of compiling. Conv-4
+        on CPU gained 3-10% and 28% of peak memory for ~7 minutes of compiling. On CUDA,
         ``mode="reduce-overhead"`` also replays the step as a CUDA graph (fixed shapes). Only
         the training forward with gradients enabled is compiled; :meth:`adapt`,
         :meth:`evaluate_batch` and calls under ``torch.no_grad()`` run eagerly. A new batch
