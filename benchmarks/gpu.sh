@@ -69,9 +69,9 @@ bench() {  # bench NAME LIMIT_SECONDS ARGS...
 # The targets: Conv-4 MiniImagenet 5w1s and Omniglot 20w1s against every peer.
 bench conv 170 --workloads miniimagenet,omniglot --no-curves --no-leak
 # learner.compile(mode="reduce-overhead"): the compiled meta-gradient replayed as a CUDA graph.
-bench compile 110 --workloads sine,miniimagenet \
+bench compile 150 --workloads sine,miniimagenet \
     --impls metalearn,metalearn+compile,autograd-loop --no-curves --no-leak
 # Sine against every peer, the cost curves and the 1,000-step memory check.
-bench sine 90 --workloads sine
+bench sine 70 --workloads sine
 rm -rf "$DEPS"
 exit $status

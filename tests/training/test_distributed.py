@@ -42,11 +42,17 @@ class LearnedStepSizes(ml.MAML):
 
 
 def make_run(kind: str, init_seed: int):
-    """A float64 learner and its optimizer; the weights depend on ``init_seed`` only."""
+    """A float64 learner and its optimizer; the weights depend on ``init_seed`` only.
+
+    ``"learned_lr+compiled"`` is ``"learned_lr"`` after ``learner.compile()`` (its unused
+    parameter must keep ``.grad`` None there too); its 1-process reference runs eagerly.
+    """
     torch.manual_seed(init_seed)
     model = ml.models.MLP([1, 8, 8, 1])
-    if kind == "learned_lr":
+    if kind.startswith("learned_lr"):
         learner = LearnedStepSizes(model, inner_lr=0.05)
+        if kind.endswith("+compiled"):
+            learner.compile(backend="aot_eager")  # inductor's tracing without generating C++
     else:
         learner = ml.MAML(model, F.mse_loss, inner_lr=0.05, inner_steps=2)
     if kind == "maml_sgd":
@@ -71,7 +77,7 @@ def state_of(learner: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in learner.state_dict().items()}
 
 
-KINDS = ("maml_sgd", "maml_adam", "learned_lr")
+KINDS = ("maml_sgd", "maml_adam", "learned_lr", "learned_lr+compiled")
 
 
 # -- the workers --------------------------------------------------------------------------------
@@ -150,7 +156,7 @@ def reference(kind: str):
 
 
 def _reference(kind: str):
-    learner, optimizer = make_run(kind, init_seed=100)
+    learner, optimizer = make_run(kind.removesuffix("+compiled"), init_seed=100)
     tasks = sampler()
 
     def batch(t: int):
@@ -195,7 +201,7 @@ def test_two_ranks_match_one_process(two_ranks, kind, float64):
     initial = state_of(make_run(kind, init_seed=100)[0])
     assert not torch.equal(two_ranks[0][kind, "state"]["model.head.weight"],
                            initial["model.head.weight"])  # fmt: skip
-    if kind == "learned_lr":
+    if kind.startswith("learned_lr"):
         assert want_grad["unused"] is None
         assert want_grad["log_lrs"].abs().min() > 0
         assert not torch.equal(want_state["log_lrs"], initial["log_lrs"])

@@ -49,7 +49,7 @@ class _PrecomputedGradient(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the gradients are constants here: refuse a double backward
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        return (None, None, *(grad_output * g for g in ctx.grads))
+        return (None, None, *(None if g is None else grad_output * g for g in ctx.grads))
 
 
 class CompiledMetaGradient:
@@ -80,9 +80,28 @@ class CompiledMetaGradient:
         )
         self.cuda_graphs = options.get("mode") in _CUDA_GRAPH_MODES
         self.function: Callable = torch.compile(private, **options)
+        self.connectivity: tuple[Any, tuple[bool, ...]] | None = None
 
-    def __call__(self, learner: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    def connected(self, learner: Any, batch: Any, named: list[tuple[str, Tensor]]) -> tuple:
+        """Which parameters the meta-loss depends on (the others get ``None``, not zeros).
+
+        ``torch.func.grad`` gives zeros for a parameter the loss does not depend on (MAML++'s
+        first BatchNorm set in its first-order phase), where ``backward()`` leaves ``None``
+        and optimizers skip the parameter. One eager forward and backward tells which; it is
+        repeated only when the learner's structure or the batch's shapes change.
+        """
+        shapes = [(t.shape, t.dtype, t.device) for t in (*batch.support, *batch.query)]
+        key = (learner._connectivity_key(), shapes, [n for n, _ in named])
+        if self.connectivity is None or self.connectivity[0] != key:
+            with torch.enable_grad():
+                loss = learner._meta_loss(batch).loss
+                grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+            self.connectivity = (key, tuple(g is not None for g in grads))
+        return self.connectivity[1]
+
+    def __call__(self, learner: Any, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         named = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
+        connected = self.connected(learner, batch, named)
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         # Raised for this call only (set by hand: config.patch costs 10% of a sine step).
@@ -93,10 +112,10 @@ class CompiledMetaGradient:
             grads, (loss, metrics) = self.function({n: p.detach() for n, p in named}, batch)
         finally:
             setattr(config, _LIMIT_NAME, limit)
-        grads = tuple(grads[n] for n, _ in named)
         if self.cuda_graphs:
             # A later replay overwrites the graph's outputs; keep our own copies.
-            grads = tuple(g.clone() for g in grads)
+            grads = {n: g.clone() for n, g in grads.items()}
             metrics = {k: v.clone() for k, v in metrics.items()}
+        grads = tuple(grads[n] if c else None for (n, _), c in zip(named, connected, strict=True))
         loss = _PrecomputedGradient.apply(loss, grads, *(p for _, p in named))
         return loss, metrics

@@ -167,11 +167,20 @@ class Learner(nn.Module):
         if self._compile_options is not None and self._wants_compiled(batch):
             loss, metrics = self._compiled_meta_gradient()(self, batch)
             return MetaOutput(loss, metrics)
+        return self._meta_loss(batch)
+
+    def _meta_loss(self, batch: TaskBatch) -> MetaOutput:
         params = self.params()
         losses, metrics = map_tasks(
             lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
         )
         return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
+
+    def _connectivity_key(self) -> tuple:
+        # What decides which parameters the meta-loss depends on; the compiled path checks
+        # that again when it changes (a learner whose dependence changes otherwise, e.g. with
+        # its training progress, extends it, as MAML++ does).
+        return (self.first_order, self.inner_steps, tuple(self.adapt_names))
 
     def adapt(self, support: Split, steps: int | None = None) -> Params:
         """Fast weights for one task: ``steps`` (default ``inner_steps``) steps on ``support``.

@@ -214,6 +214,9 @@ class MAMLPlusPlus(Learner):
     def set_extra_state(self, state: dict[str, int]) -> None:
         self._epoch = int(state["epoch"])
 
+    def _connectivity_key(self) -> tuple:
+        return (*super()._connectivity_key(), self.uses_first_order(), self.loss_weights() is None)
+
     def uses_first_order(self) -> bool:
         """Whether the current epoch's meta-gradient is first order (DA)."""
         return self.first_order or self._epoch < self.first_order_epochs
