@@ -145,6 +145,32 @@ def test_compiled_loss_refuses_double_backward(float64):
         g.sum().backward()
 
 
+def test_a_model_torch_compile_cannot_trace_is_named(float64):
+    class Untraceable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(1, 1)
+
+        def forward(self, x):
+            if self.linear(x).sum().item() > 1e9:  # data-dependent Python control flow
+                return x
+            return self.linear(x)
+
+    learner = ml.MAML(Untraceable().double(), F.mse_loss, inner_lr=0.1, vectorize="loop")
+    batch = build("MAML", "mlp")[1]
+    learner(batch).loss.backward()  # fine eagerly
+    learner.compile(backend="aot_eager")
+    with pytest.raises(RuntimeError, match="torch.compile failed on this learner") as info:
+        learner(batch)
+    assert "fullgraph=False" in str(info.value)
+
+
+def test_only_the_func_backend_compiles(float64):
+    learner, _ = build("MAML", "mlp", backend="higher")
+    with pytest.raises(ValueError, match="backend='func'"):
+        learner.compile()
+
+
 def test_compiled_learner_refuses_autocast():
     learner, batch = build("MAML", "mlp")
     learner.float().compile(backend="aot_eager")

@@ -110,6 +110,15 @@ class CompiledMetaGradient:
         setattr(config, _LIMIT_NAME, max(limit, _RECOMPILE_LIMIT))
         try:
             grads, (loss, metrics) = self.function({n: p.detach() for n, p in named}, batch)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise RuntimeError(
+                f"torch.compile failed on this learner's meta-gradient ({type(error).__name__}: "
+                f"{first_line}). If the learner runs without learner.compile(), its model or "
+                "loss does something torch.compile cannot trace as one graph: train without "
+                "compile(), or call learner.compile(fullgraph=False) to allow graph breaks "
+                "(slower)"
+            ) from error
         finally:
             setattr(config, _LIMIT_NAME, limit)
         if self.cuda_graphs:

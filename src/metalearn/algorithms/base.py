@@ -268,11 +268,20 @@ class Learner(nn.Module):
                 default ``fullgraph=True`` (fail loudly rather than fall back to a slow path)
                 and ``dynamic=False``.
 
+        Raises:
+            ValueError: for a learner with ``backend="higher"`` (only ``"func"`` compiles).
+
         Example:
             >>> import torch.nn.functional as F, metalearn as ml
             >>> maml = ml.MAML(ml.models.MLP([1, 40, 40, 1]), F.mse_loss, inner_lr=0.01)
             >>> maml.compile()        # the next maml(batch) compiles (seconds), later ones reuse it
         """
+        if self.backend != "func":
+            raise ValueError(
+                f"learner.compile() needs backend='func' (torch.func), but this learner uses "
+                f"backend={self.backend!r}, whose autograd calls cannot run inside the compiled "
+                "torch.func.grad; build the learner with backend='func'"
+            )
         self._compile_options = {"fullgraph": True, "dynamic": False, **options}
         self._compiled = None
 
