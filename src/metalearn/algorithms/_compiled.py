@@ -27,15 +27,10 @@ __all__ = ["CompiledMetaGradient"]
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # Versions one learner may compile (a new batch shape, MAML++'s annealing, which changes the
 # meta-loss during its first msl_epochs epochs and again at first_order_epochs); torch's
-# default of 8 is shared by every function with the same code.
+# default of 8 is shared by every function with the same code (cache_size_limit before 2.6).
 _RECOMPILE_LIMIT = 64
-_LIMIT_NAME = (
-    "recompile_limit"
-    if hasattr(torch._dynamo.config, "recompile_limit")
-    else (
-        "cache_size_limit"  # torch < 2.6
-    )
-)
+_CONFIG = torch._dynamo.config
+_LIMIT_NAME = "recompile_limit" if hasattr(_CONFIG, "recompile_limit") else "cache_size_limit"
 
 
 class _PrecomputedGradient(torch.autograd.Function):
@@ -53,7 +48,8 @@ class _PrecomputedGradient(torch.autograd.Function):
 
 
 class CompiledMetaGradient:
-    """Callable ``(learner, batch) -> MetaOutput`` whose meta-gradient is computed compiled.
+    """Callable ``(learner, batch) -> (loss, metrics)``; ``loss.backward()`` hands the
+    parameters the meta-gradient that the compiled function computed.
 
     Args:
         learner: the learner whose eager forward (run under ``torch.func.grad``) defines the
@@ -105,9 +101,8 @@ class CompiledMetaGradient:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         # Raised for this call only (set by hand: config.patch costs 10% of a sine step).
-        config = torch._dynamo.config
-        limit = getattr(config, _LIMIT_NAME)
-        setattr(config, _LIMIT_NAME, max(limit, _RECOMPILE_LIMIT))
+        limit = getattr(_CONFIG, _LIMIT_NAME)
+        setattr(_CONFIG, _LIMIT_NAME, max(limit, _RECOMPILE_LIMIT))
         try:
             grads, (loss, metrics) = self.function({n: p.detach() for n, p in named}, batch)
         except torch._dynamo.exc.TorchDynamoException as error:
@@ -120,7 +115,7 @@ class CompiledMetaGradient:
                 "(slower)"
             ) from error
         finally:
-            setattr(config, _LIMIT_NAME, limit)
+            setattr(_CONFIG, _LIMIT_NAME, limit)
         if self.cuda_graphs:
             # A later replay overwrites the graph's outputs; keep our own copies.
             grads = {n: g.clone() for n, g in grads.items()}
