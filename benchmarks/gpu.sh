@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One script for a lent GPU machine (H100/H200): the CUDA tests, then the MAML benchmark on
-# CUDA, in under 8 minutes. Needs only a Python with a CUDA build of torch; pure-Python extras
-# (pytest, higher, learn2learn's MAML modules need nothing more) are taken from benchmarks/wheels/ when the
-# machine has no package index (fill it beforehand with:
-#   pip download --only-binary=:all: --no-deps -d benchmarks/wheels \
-#       pytest iniconfig pluggy packaging higher hypothesis sortedcontainers attrs
-# ). Results go under $OUT (default: benchmarks/gpu-results). Budget: well within 10 minutes;
-# each stage has its own time limit so a slow stage cannot starve the others.
+# CUDA, in under 8 minutes. Needs only a Python with a CUDA build of torch. The lent machines'
+# image already holds pytest, hypothesis, tqdm, matplotlib and PyYAML; pure-Python extras it
+# lacks (higher, for its benchmark rows) are installed from benchmarks/wheels/ into a private
+# folder when present. Fill it beforehand on a machine with a package index (Python 3.12 there):
+#   pip download --only-binary=:all: --no-deps -d benchmarks/wheels higher==0.2.1
+# Results go under $OUT (the device tool's output folder; default benchmarks/gpu-results).
+# Each stage has its own time limit, so a slow stage cannot starve the others. From a session
+# with a device: run(command="bash benchmarks/gpu.sh", timeout_s=600).
 #
 # Usage: bash benchmarks/gpu.sh            (from the repository root)
 #        PYTHON=/path/to/python bash benchmarks/gpu.sh
