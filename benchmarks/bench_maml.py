@@ -427,8 +427,8 @@ def default_implementations(workload: Workload, device: torch.device) -> list[st
     if workload.kind == "sine":
         names.remove("autograd-loop+metalearn-model")  # the same MLP class either way
     else:
-        # Compiling a Conv-4 step takes ~7 minutes on 2 CPU cores for a 3-10% gain
-        # (RESULTS.md); ask for it with --impls (gpu.sh does, in a stage of its own).
+        # Compiling a Conv-4 step takes minutes (~2.5 on 2 CPU cores, twice: gradient check and
+        # timing); ask for it with --impls (gpu.sh does, in a stage of its own).
         names.remove("metalearn+compile")
     if device.type == "cpu":
         names += [peer + TUNED for peer in PEERS]

@@ -99,7 +99,7 @@ def test_parameters_the_meta_loss_ignores_get_no_gradient(float64):
     eager = ml.MAMLPlusPlus(
         model, F.cross_entropy, 0.3, 3, multi_step_loss=False, first_order_epochs=2
     ).double()
-    batch = classification_batch(tasks=1)
+    batch = classification_batch(tasks=2)  # looped: one task compiled, used for both
     compiled = compiled_copy(eager)
     assert_same_meta_gradient(eager, compiled, batch)
     assert "model.body.0.1.weight" in without_gradient(compiled)

@@ -255,8 +255,10 @@ class Learner(nn.Module):
         meta-learning (a compiled gradient is not differentiable again).
 
         It pays where Python and kernel-launch overhead dominate: the sine MLP's meta-training
-        step runs 2.5x faster on CPU (benchmarks/RESULTS.md), after ~17 s of compiling. Conv-4
-        on CPU gained 3-10% and 28% of peak memory for ~7 minutes of compiling. On CUDA,
+        step runs 2.5x faster on CPU (benchmarks/RESULTS.md), after ~17 s of compiling. A
+        learner that loops over tasks (conv models on CPU) compiles one task's meta-gradient
+        and reuses it per task, so only one task's graph is alive at a time: Conv-4 on CPU
+        ran 5-30% faster with 0.2-0.5x the peak memory, after ~2.5 minutes of compiling. On CUDA,
         ``mode="reduce-overhead"`` also replays the step as a CUDA graph (fixed shapes). Only
         the training forward with gradients enabled is compiled; :meth:`adapt`,
         :meth:`evaluate_batch` and calls under ``torch.no_grad()`` run eagerly. A new batch
