@@ -241,6 +241,7 @@ class Metalearn(Implementation):
     ) -> None:
         super().__init__(workload, device)
         self.name = "metalearn" if vectorize == "auto" else f"metalearn-{vectorize}"
+        self.compiled = compile
         self.learner = ml.MAML(
             build(workload, device, reference=False),
             workload.loss,
@@ -254,10 +255,9 @@ class Metalearn(Implementation):
             self.learner.compile(mode=mode)
             self.name += "+compile"
             self.how = f"learner.compile(mode={mode!r}), compiled before measuring"
-            self.compiled = True
 
     def prepare(self, batch: ml.tasks.TaskBatch) -> None:
-        if getattr(self, "compiled", False):
+        if self.compiled:
             self.learner(batch).loss.backward()  # compiles; its memory is not the step's
             self.learner.zero_grad(set_to_none=True)
 
