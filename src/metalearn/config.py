@@ -39,6 +39,7 @@ __all__ = [
     "TestConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_changes",
     "config_from_dict",
     "load_config",
     "suggest",
@@ -443,3 +444,65 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
         return config_from_dict(apply_overrides(dict(data), overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+#: Keys that may differ when a run is resumed: they change neither what was trained nor how
+#: the rest is trained (a longer run, where the data lives, the final test, memory, output).
+RESUMABLE_CHANGES = (
+    "train.iterations",
+    "train.checkpoint_every",
+    "train.plot",
+    "train.tensorboard",
+    "device",
+    "run_dir",
+    "description",
+    "data.root",
+    "validation.batch_size",
+    "test",
+)
+
+
+def _flatten(data: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping) and (data or not path):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, _join(path, str(key))))
+        return out
+    return {path: data}
+
+
+def _schedule_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
+    # Schedules whose length defaults to train.iterations change with it: compare them filled in.
+    scheduler = data.get("scheduler")
+    if not isinstance(scheduler, Mapping):
+        return dict(data)
+    length = {"cosine": "T_max", "linear": "total_iters"}.get(scheduler.get("name"))
+    if length is None or length in scheduler:
+        return dict(data)
+    iterations = data.get("train", {}).get("iterations")
+    return {**data, "scheduler": {**scheduler, length: iterations}}
+
+
+def _covered(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose value differs between two configs (plain data), as ``(stored, new)``.
+
+    Keys of :data:`RESUMABLE_CHANGES` are left out, as is a schedule length that only follows
+    ``train.iterations``. A key missing on one side shows as ``None`` there.
+
+    Example:
+        >>> config_changes({"seed": 0, "train": {"iterations": 10}},
+        ...                {"seed": 1, "train": {"iterations": 20}})
+        {'seed': (0, 1)}
+    """
+    old_flat = _flatten(_schedule_defaults(stored))
+    new_flat = _flatten(_schedule_defaults(new))
+    changes = {}
+    for key in sorted(old_flat.keys() | new_flat.keys()):
+        old, value = old_flat.get(key), new_flat.get(key)
+        if old != value and not _covered(key, RESUMABLE_CHANGES):
+            changes[key] = (old, value)
+    return changes

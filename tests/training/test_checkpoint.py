@@ -44,8 +44,18 @@ class Hostile:
 def test_loading_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"payload": Hostile()}, path)
-    with pytest.raises(ValueError, match=r"evil\.pt is not a readable metalearn checkpoint"):
+    with pytest.raises(ValueError, match=r"evil\.pt was refused") as refused:
         load_checkpoint(path)
+    # torch's advice to retry with weights_only=False would run the file's code: not repeated.
+    assert "weights_only" not in str(refused.value)
+
+
+def test_a_truncated_checkpoint_is_named_in_one_sentence(tmp_path):
+    path = save_checkpoint({"w": torch.ones(100)}, tmp_path / "ckpt.pt")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"ckpt\.pt is not a readable metalearn checkpoint") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value) and "high likelihood" not in str(e.value)
 
 
 def test_missing_and_non_dict_checkpoints_are_named(tmp_path):

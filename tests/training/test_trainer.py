@@ -385,3 +385,27 @@ def test_a_compiled_learner_trains_as_the_eager_one(tmp_path):
     assert losses_compiled == pytest.approx(losses, rel=1e-4)
     for p, q in zip(eager.learner.parameters(), compiled.learner.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
+
+
+def test_a_nan_validation_score_is_never_the_best(tmp_path):
+    class Scores:
+        """A validation set whose mean loss is scripted: finite, then NaN, then lower, then inf."""
+
+        def __init__(self, values):
+            self.values = iter(values)
+
+        def run(self, learner):
+            loss = torch.full((4, 1), next(self.values), dtype=torch.float64)
+            return ml.training.Evaluation((1,), {"loss": loss})
+
+    trainer = make_trainer(tmp_path, validate_every=1, iterations=5, scheduler=None)
+    trainer.validation = Scores([2.0, float("nan"), 3.0, 1.0, float("inf")])
+    with pytest.warns(UserWarning, match="iteration 2: the mean loss is nan"):
+        trainer.fit()
+    assert (trainer.best_iteration, trainer.best_score) == (4, 1.0)
+    # A NaN best kept by an older version is replaced by the first finite score.
+    trainer = make_trainer(None, validate_every=1, iterations=1, scheduler=None)
+    trainer.validation = Scores([5.0])
+    trainer.best_score = float("nan")
+    trainer.fit()
+    assert (trainer.best_iteration, trainer.best_score) == (1, 5.0)

@@ -9,6 +9,7 @@ so a reader (or a resumed run) only ever sees a complete file.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Mapping
@@ -92,8 +93,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message goes on to suggest weights_only=False, which would run the file's
+        # code: not advice to repeat for a file of unknown origin.
+        raise ValueError(
+            f"{path} was refused: it holds objects other than tensors and plain data, which "
+            "metalearn never writes (a foreign or tampered file); it was not loaded"
+        ) from e
     except Exception as e:
-        raise ValueError(f"{path} is not a readable metalearn checkpoint: {e}") from e
+        # torch's first sentence says what failed; the rest is advice for its own users.
+        detail = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else ""
+        detail = detail or type(e).__name__
+        raise ValueError(
+            f"{path} is not a readable metalearn checkpoint (truncated or corrupt: {detail})"
+        ) from e
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
     return state

@@ -8,6 +8,7 @@ when a config needs them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -31,6 +32,7 @@ from metalearn.config import (
     OptimizerConfig,
     SchedulerConfig,
     apply_overrides,
+    config_changes,
     config_from_dict,
     suggest,
 )
@@ -40,6 +42,7 @@ from metalearn.tasks.batch import TaskSampler
 from metalearn.training.checkpoint import load_checkpoint
 from metalearn.training.distributed import cleanup, init_distributed
 from metalearn.training.evaluate import Evaluation, evaluate
+from metalearn.training.run_folder import claim_run_folder, remove_temporaries
 from metalearn.training.trainer import CHECKPOINT_FILE, EvalProtocol, Trainer
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "build_task_sampler",
     "build_trainer",
     "check_config",
+    "check_task_fit",
     "evaluate_checkpoint",
     "resolve_device",
     "run_experiment",
@@ -159,6 +163,14 @@ def _check_kwargs(
                 f"{path}.{key}: unknown key{suggest(key, valid)} "
                 f"({path} takes {', '.join(valid)}; extra keys go to {name})"
             )
+    for key in accepted:
+        param = params[key]
+        required = param.default is inspect.Parameter.empty and param.kind not in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        )
+        if required and key not in kwargs:
+            raise ConfigError(f"{path}.{key}: missing required key (for {name})")
 
 
 def _model_kwargs(config: Config) -> dict[str, Any]:
@@ -174,6 +186,15 @@ def _model_kwargs(config: Config) -> dict[str, Any]:
                 f"{config.data.n_way}; the head must have one output per way"
             )
     return kwargs
+
+
+def _scheduler_kwargs(config: Config) -> dict[str, Any]:
+    assert config.scheduler is not None
+    options = dict(config.scheduler.options)
+    length = {"cosine": "T_max", "linear": "total_iters"}.get(config.scheduler.name)
+    if length is not None:
+        options.setdefault(length, config.train.iterations)  # the schedule spans the run
+    return options
 
 
 def check_config(config: Config) -> None:
@@ -209,9 +230,12 @@ def check_config(config: Config) -> None:
     opt = config.optimizer
     _check_kwargs("optimizer", OPTIMIZERS[opt.name], opt.options, ("params", "lr"), OptimizerConfig)
     if config.scheduler is not None:
-        sched = config.scheduler
         _check_kwargs(
-            "scheduler", SCHEDULERS[sched.name], sched.options, ("optimizer",), SchedulerConfig
+            "scheduler",
+            SCHEDULERS[config.scheduler.name],
+            _scheduler_kwargs(config),
+            ("optimizer",),
+            SchedulerConfig,
         )
     if config.data.name == "sine":
         _check_kwargs("data", Sine, config.data.options, ("k_shot", "k_query", "dtype"), DataConfig)
@@ -250,7 +274,10 @@ def build_task_sampler(config: Config, split: str = "train") -> TaskSampler:
         return Sine(data.k_shot, k_query, **data.options)
     split_name = {"train": data.train_split, "val": data.val_split, "test": data.test_split}[split]
     dataset = dataset_class(data.name)(data.root, split=split_name, **data.options)
-    return fewshot_class()(dataset, n_way=data.n_way, k_shot=data.k_shot, k_query=k_query)
+    try:
+        return fewshot_class()(dataset, n_way=data.n_way, k_shot=data.k_shot, k_query=k_query)
+    except (TypeError, ValueError) as e:  # n_way or shots the split cannot supply
+        raise ConfigError(f"data (the {split_name!r} split of {data.root}): {e}") from e
 
 
 def build_model(config: Config) -> nn.Module:
@@ -297,12 +324,7 @@ def build_trainer(
     optimizer = OPTIMIZERS[opt.name](learner.parameters(), lr=opt.lr, **opt.options)
     scheduler = None
     if config.scheduler is not None:
-        options = dict(config.scheduler.options)
-        if config.scheduler.name == "cosine":
-            options.setdefault("T_max", config.train.iterations)
-        if config.scheduler.name == "linear":
-            options.setdefault("total_iters", config.train.iterations)
-        scheduler = SCHEDULERS[config.scheduler.name](optimizer, **options)
+        scheduler = SCHEDULERS[config.scheduler.name](optimizer, **_scheduler_kwargs(config))
     validation = test = None
     val = config.validation
     if val is not None:
@@ -342,6 +364,105 @@ def build_trainer(
     )
 
 
+def check_task_fit(config: Config, learner: Learner, sampler: TaskSampler) -> None:
+    """Check on one task that the model and loss fit the data, before anything is written.
+
+    A classification loss on real-valued targets (``cross_entropy`` on sine: a loss of exactly
+    zero with one output), a regression loss on class labels, or a model whose input or output
+    size does not match the task would otherwise train silently on nonsense or fail deep inside
+    the first step.
+
+    Raises:
+        ConfigError: naming the key to change (``learner.loss``, ``model...``).
+    """
+    with torch.random.fork_rng(devices=[]):  # the run's random streams are not touched
+        task = sampler.sample(1, generator=torch.Generator().manual_seed(0)).task(0)
+    x, y = task.support
+    classes = not y.is_floating_point()
+    loss = config.learner.loss
+    if loss == "cross_entropy" and not classes:
+        raise ConfigError(
+            f"learner.loss: cross_entropy needs class labels, but the {config.data.name} tasks "
+            f"have real-valued targets; use loss: mse"
+        )
+    if loss == "mse" and classes:
+        raise ConfigError(
+            f"learner.loss: mse needs real-valued targets, but the {config.data.name} tasks have "
+            "class labels; use loss: cross_entropy"
+        )
+    first = next(learner.parameters())
+    try:
+        with torch.no_grad():
+            out = learner.model(x.to(device=first.device, dtype=first.dtype))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"model: the {config.model.name} model does not take the {config.data.name} tasks' "
+            f"inputs of shape {tuple(x.shape[1:])} ({_first_line(e)}); change its input size"
+        ) from e
+    if classes:
+        needed = int(config.data.n_way or int(y.max()) + 1)
+        if out.dim() != 2 or out.shape[-1] != needed:
+            raise ConfigError(
+                f"model: the {config.model.name} model gives outputs of shape "
+                f"{tuple(out.shape[1:])} but the tasks have {needed} classes; it needs "
+                f"{needed} outputs"
+            )
+    elif out.shape != y.shape:
+        raise ConfigError(
+            f"model: the {config.model.name} model gives outputs of shape {tuple(out.shape[1:])} "
+            f"but the {config.data.name} targets have shape {tuple(y.shape[1:])}; change its "
+            "output size"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _read_resume_state(
+    checkpoint: Path, config: Config, allow_changes: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """The checkpoint to resume and the allowed changes of ``config`` against its config.
+
+    Raises:
+        ConfigError: when the configs differ in keys not allowed, naming them.
+    """
+    state = load_checkpoint(checkpoint)
+    stored = state.get("metadata", {}).get("config") if isinstance(state, dict) else None
+    if not isinstance(stored, dict):
+        raise ConfigError(
+            f"{checkpoint} holds no config (it was not written by `metalearn train`); it "
+            "cannot be checked against this config, so it is not resumed"
+        )
+    changes = config_changes(stored, config.to_dict())
+    refused = {
+        k: v
+        for k, v in changes.items()
+        if not any(k == a or k.startswith(a + ".") for a in allow_changes)
+    }
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(
+            f"--resume: the config differs from the one {checkpoint} was trained with ({listed}); "
+            f"restore those values, start a new --run-dir, or accept the change with "
+            f"--allow-changes {' '.join(refused)}"
+        )
+    return state, changes
+
+
+def _describe_changes(changes: dict[str, tuple[Any, Any]], iteration: int) -> str:
+    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()) + (
+        f" (from iteration {iteration})"
+    )
+
+
+def _config_text(config: Config, history: Sequence[str] = ()) -> str:
+    import yaml
+
+    header = "".join(f"# resumed with changes: {line}\n" for line in history)
+    return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def run_experiment(
     config: Config,
     run_dir: str | os.PathLike[str],
@@ -349,12 +470,27 @@ def run_experiment(
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
+    allow_changes: Sequence[str] = (),
 ) -> Trainer:
     """Train as ``config`` says, writing everything to ``run_dir``; return the finished trainer.
 
-    With ``resume=True`` the run continues from ``run_dir/checkpoint.pt`` when it exists (and
-    starts fresh otherwise). Without it, a folder that already holds a checkpoint is refused
-    rather than overwritten.
+    Nothing is written before every check has passed: the config, the model and loss against
+    one task (:func:`check_task_fit`), the run folder, and on resume the checkpoint.
+
+    The run folder is locked while the run owns it (a second run in it is refused). A fresh run
+    needs a new or empty folder, or one holding only files of an earlier start of the same
+    config that wrote no checkpoint yet; a folder with a checkpoint is refused unless
+    ``resume=True``. With ``resume=True`` the run continues from ``run_dir/checkpoint.pt``
+    (and starts fresh when there is none yet); the config must equal the checkpoint's except for
+    keys that do not change what is trained (:data:`metalearn.config.RESUMABLE_CHANGES`) and
+    the keys or sections listed in ``allow_changes``. A changed ``optimizer`` or ``scheduler``
+    section starts that part afresh; every accepted change is recorded in the checkpoint's
+    metadata (``"changes"``) and at the top of ``config.yaml``.
+
+    Raises:
+        ConfigError: for a config that does not fit the task, or differs from the resumed one.
+        RunFolderError: for a folder in use or holding files no run wrote.
+        FileExistsError: for a folder holding a run, without ``resume``.
     """
     run_dir = Path(run_dir)
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -370,17 +506,52 @@ def run_experiment(
         if info.world_size > 1 and info.device.type == "cuda":
             device = str(info.device)
         trainer = build_trainer(config, run_dir=run_dir, device=device, progress=progress)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        if resume and checkpoint.exists():
-            trainer.resume(checkpoint)  # every rank reads the same file
-        trainer.fit()
+        check_task_fit(config, trainer.learner, trainer.sampler)
+        lock = claim_run_folder(run_dir) if info.is_main else contextlib.nullcontext(run_dir)
+        with lock:
+            if info.is_main:
+                remove_temporaries(run_dir)  # left by killed writes; the lock makes it safe
+            history: list[str] = []
+            if checkpoint.exists():  # resume=True, as checked above
+                state, changes = _read_resume_state(checkpoint, config, allow_changes)
+                history = list(state.get("metadata", {}).get("changes", []))
+                if changes:
+                    history.append(_describe_changes(changes, int(state.get("iteration", 0))))
+                    trainer.metadata["changes"] = history
+                trainer.resume_from_state(
+                    state,
+                    checkpoint,
+                    optimizer="optimizer" not in {k.split(".")[0] for k in changes},
+                    scheduler="scheduler" not in {k.split(".")[0] for k in changes},
+                )
+            elif info.is_main:
+                _check_fresh_folder(run_dir, config, resume)
+            if info.is_main:
+                (run_dir / CONFIG_FILE).write_text(_config_text(config, history))
+            trainer.fit()
     finally:
         cleanup()
     return trainer
+
+
+def _check_fresh_folder(run_dir: Path, config: Config, resume: bool) -> None:
+    """A fresh run may only replace files of an earlier start of the same config."""
+    present = sorted(p.name for p in run_dir.iterdir() if p.name != ".metalearn.lock")
+    if not present:
+        return
+    written = run_dir / CONFIG_FILE
+    same = written.is_file() and written.read_text(encoding="utf-8") == _config_text(config)
+    if not same:
+        whose = "its config.yaml is not this config" if written.is_file() else "no config.yaml"
+        raise FileExistsError(
+            f"{run_dir} holds files this run did not write ({', '.join(present)}; {whose}); "
+            "choose another --run-dir"
+        )
+    if not resume:
+        raise FileExistsError(
+            f"{run_dir} holds an earlier start of this run without a checkpoint "
+            f"({', '.join(present)}); pass --resume to start it over or choose another --run-dir"
+        )
 
 
 def evaluate_checkpoint(
@@ -415,11 +586,23 @@ def evaluate_checkpoint(
     stored = state.get("metadata", {}).get("config")
     if stored is None:
         raise ValueError(f"{path} holds no config (it was not written by `metalearn train`)")
-    config = config_from_dict(apply_overrides(stored, overrides))
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    try:
+        config = config_from_dict(apply_overrides(stored, overrides))
+        check_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if "learner" not in state:
+        raise ValueError(f"{path} holds no learner state; it is not a metalearn checkpoint")
     learner = build_learner(config)
-    learner.load_state_dict(state["learner"])
+    try:
+        learner.load_state_dict(state["learner"])
+    except RuntimeError as e:
+        raise ValueError(
+            f"{path}: the stored learner state does not fit the config's learner "
+            f"({_first_line(e)}); undo the --override that changed the model or learner"
+        ) from None
     learner.to(resolve_device(device or config.device))
     section = config.test if split == "test" else config.validation
     protocol_steps: Any = steps
@@ -428,7 +611,7 @@ def evaluate_checkpoint(
     result = evaluate(
         learner.eval(),
         build_task_sampler(config, split),
-        num_tasks=num_tasks or (section.num_tasks if section is not None else 600),
+        num_tasks=num_tasks if num_tasks is not None else (section.num_tasks if section else 600),
         steps=protocol_steps,
         seed=seed if seed is not None else (section.seed if section is not None else 2),
         batch_size=section.batch_size if section is not None else 25,

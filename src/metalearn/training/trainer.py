@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,9 +406,19 @@ class Trainer:
         result = self.validation.run(self.learner)
         metric, higher_is_better = self._selection(result)
         score, _ = result.summary(metric)
-        better = self.best_score is None or (
-            score > self.best_score if higher_is_better else score < self.best_score
-        )
+        # A NaN or infinite score (a diverged adaptation) is never the best, and any finite
+        # score beats a non-finite best kept by an older version.
+        if not math.isfinite(score):
+            warnings.warn(
+                f"validation at iteration {self.iteration}: the mean {metric} is {score}; "
+                "this state is not kept as the best",
+                stacklevel=2,
+            )
+            better = False
+        elif self.best_score is None or not math.isfinite(self.best_score):
+            better = True
+        else:
+            better = score > self.best_score if higher_is_better else score < self.best_score
         if better:
             self._keep_best(score)
         if self._log is not None:
@@ -453,8 +464,21 @@ class Trainer:
             "metadata": self.metadata,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: learner, optimizer, scheduler, scaler, RNGs, best."""
+    def load_state_dict(
+        self, state: dict[str, Any], *, optimizer: bool = True, scheduler: bool = True
+    ) -> None:
+        """Restore a :meth:`state_dict`: learner, optimizer, scheduler, scaler, RNGs, best.
+
+        Args:
+            state: a :meth:`state_dict`.
+            optimizer: restore the optimizer's state; ``False`` keeps the trainer's fresh
+                optimizer (a resumed run whose optimizer changed, e.g. Adam to SGD).
+            scheduler: likewise for the learning-rate scheduler.
+
+        Raises:
+            ValueError: when ``state`` is not a trainer checkpoint of this format, lacks a
+                part, or a part does not fit this trainer's learner, optimizer or scheduler.
+        """
         if state.get("kind") != "trainer":
             raise ValueError(
                 "not a trainer checkpoint (a best.pt holds the learner only; resume from "
@@ -465,17 +489,33 @@ class Trainer:
                 f"checkpoint format {state.get('format')!r} is not supported "
                 f"(this version writes {CHECKPOINT_FORMAT})"
             )
-        self.learner.load_state_dict(state["learner"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if (state["scheduler"] is None) != (self.scheduler is None):
+        parts = ("iteration", "learner", "optimizer", "scheduler", "rng", "best")
+        missing = [key for key in parts if key not in state]
+        if missing:
+            raise ValueError(f"the checkpoint lacks {', '.join(missing)}; it cannot be resumed")
+        if scheduler and (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError(
                 "the checkpoint and this trainer disagree on having a learning-rate scheduler"
             )
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"], self.generator)
+        # Checked before anything is loaded, so a refused checkpoint leaves the trainer as it was.
+        restore = [("learner", self.learner, state["learner"])]
+        if optimizer:
+            restore.append(("optimizer", self.optimizer, state["optimizer"]))
+        if scheduler and self.scheduler is not None:
+            restore.append(("scheduler", self.scheduler, state["scheduler"]))
+        if self.scaler is not None and state.get("scaler") is not None:
+            restore.append(("scaler", self.scaler, state["scaler"]))
+        for name, target, part in restore:
+            try:
+                target.load_state_dict(part)
+            except (KeyError, ValueError, RuntimeError, TypeError) as e:
+                raise ValueError(
+                    f"the checkpoint's {name} state does not fit this run's {name} ({e!r})"
+                ) from e
+        try:
+            restore_rng_state(state["rng"], self.generator)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"the checkpoint's random states are unreadable ({e!r})") from e
         self.iteration = int(state["iteration"])
         best = state["best"]
         self.best_iteration = best["iteration"]
@@ -492,15 +532,43 @@ class Trainer:
         self.last_checkpoint = path
         return path
 
-    def resume(self, path: str | os.PathLike[str]) -> None:
+    def resume(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        optimizer: bool = True,
+        scheduler: bool = True,
+    ) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`.
 
         Loads with ``torch.load(weights_only=True)``. The learner, optimizer and scheduler must
         be built as for the original run; their states, the iteration and every RNG state are
         then restored, so the remaining iterations give exactly the numbers of an uninterrupted
-        run (on CPU).
+        run (on CPU). ``optimizer`` and ``scheduler`` as in :meth:`load_state_dict`.
+
+        Raises:
+            ValueError: naming ``path`` when it cannot be resumed.
         """
-        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        self.resume_from_state(
+            load_checkpoint(path, map_location="cpu"),
+            path,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+
+    def resume_from_state(
+        self,
+        state: dict[str, Any],
+        path: str | os.PathLike[str],
+        *,
+        optimizer: bool = True,
+        scheduler: bool = True,
+    ) -> None:
+        """:meth:`resume` from a checkpoint already read from ``path``."""
+        try:
+            self.load_state_dict(state, optimizer=optimizer, scheduler=scheduler)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
         self.last_checkpoint = Path(path)
         self._resumed = True
 
@@ -572,6 +640,11 @@ class Trainer:
     def _finish(self) -> None:
         if self.validation is None and self.best_state is None:
             self.best_iteration = self.iteration
+        elif self.best_state is None:
+            warnings.warn(
+                "no validation gave a finite score; the final state is the one tested",
+                stacklevel=2,
+            )
         if self.restore_best and self.best_state is not None:
             self.learner.load_state_dict(self.best_state)
         if self.test is not None:
@@ -585,8 +658,6 @@ class Trainer:
             try:
                 plot_run(self.run_dir)
             except ImportError as e:  # matplotlib is optional
-                import warnings
-
                 warnings.warn(f"no plots written: {e}", stacklevel=2)
 
     def evaluate_test(self, protocol: EvalProtocol | None = None) -> Evaluation:
