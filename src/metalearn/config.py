@@ -430,7 +430,7 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     try:
         import yaml
     except ImportError as e:
-        raise ImportError("reading configs needs PyYAML: pip install 'metalearn[config]'") from e
+        raise ImportError(f"reading configs needs PyYAML, a dependency of metalearn ({e})") from e
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist")

@@ -124,13 +124,6 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _cuda_grad_scaler() -> Any:
-    # torch.amp.GradScaler appeared in torch 2.3; torch.cuda.amp.GradScaler is the older name.
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda")
-    return torch.cuda.amp.GradScaler()
-
-
 def _summary_record(result: Evaluation, steps: int | None = None) -> dict[str, float]:
     steps = result.steps[-1] if steps is None else steps
     record: dict[str, Any] = {"steps": steps, "num_tasks": result.num_tasks}
@@ -304,7 +297,7 @@ class Trainer:
         self.amp = bool(amp) and self.device.type == "cuda"
         self.amp_dtype = amp_dtype
         use_scaler = self.amp and amp_dtype == torch.float16
-        self.scaler = _cuda_grad_scaler() if use_scaler else None
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
         self.generator = torch.Generator().manual_seed(seed)
         #: Meta-updates done so far (a resumed run starts from the checkpoint's).
