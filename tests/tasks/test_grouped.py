@@ -628,3 +628,26 @@ def test_train_and_evaluate_on_device(device):
     ml.train(maml, data.train, opt, iterations=2, meta_batch_size=4, progress=False)
     result = ml.evaluate(maml, data.test, num_tasks=6, steps=[0, 2])
     assert math.isfinite(result.summary("loss", 2)[0])
+
+
+@pytest.mark.parametrize("column", ["target", "feature"])
+def test_one_huge_value_is_an_error_naming_the_column(tmp_path, column):
+    # One 1e308 made the mean and std infinite and every standardised value -0.0, silently.
+    x, y, groups = traceable_table(num_groups=12)
+    if column == "target":
+        y[0] = 1e308
+    else:
+        x[0, 2] = 1e308
+    path = tmp_path / "assay.csv"
+    write_csv(path, HEADER, csv_rows(x, y, groups))
+    name = "target 'response'" if column == "target" else "feature 'noise'"
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match=rf"{name}: .*largest magnitude 1e\+308.*rescale"),
+    ):
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy overflow warning either
+        warnings.filterwarnings("ignore", "non-numeric columns", UserWarning)
+        Grouped.from_csv(path, target="response", group="condition", k_shot=3, k_query=3)
+    # Unstandardised, a value beyond float32 is refused too rather than becoming inf.
+    with pytest.raises(ValueError, match=r"standardisation is off"):
+        Grouped(x, y, groups, 3, 3, standardize=False, standardize_target=False)

@@ -297,16 +297,25 @@ class Grouped:
 
         train_rows = np.concatenate([self._rows[i].numpy() for i in assignment["train"]])
         # Standardise in float64, then cast: the statistics come from the meta-train rows only.
-        mean, std = _fit(x_np[train_rows], self.standardize)
-        self._x = torch.from_numpy((x_np - mean) / std).to(dtype)
+        self._x, mean, std = _standardise(
+            x_np,
+            train_rows,
+            self.standardize,
+            dtype,
+            [f"feature {n!r}" for n in self.feature_names],
+        )
         #: Per-feature mean and standard deviation of the meta-train rows (0 and 1 if disabled).
         self.feature_mean = torch.as_tensor(mean, dtype=dtype)
         self.feature_std = torch.as_tensor(std, dtype=dtype)
         self.target_mean: Tensor | None = None
         self.target_std: Tensor | None = None
         if task == "regression":
-            mean, std = _fit(y_np[train_rows], self.standardize_target)
-            self._y = torch.from_numpy((y_np - mean) / std).to(dtype)
+            targets = [f"target {self.target_name!r}"]
+            if y_np.shape[1] > 1:
+                targets = [f"target {self.target_name!r}[{j}]" for j in range(y_np.shape[1])]
+            self._y, mean, std = _standardise(
+                y_np, train_rows, self.standardize_target, dtype, targets
+            )
             self.target_mean = torch.as_tensor(mean, dtype=dtype)
             self.target_std = torch.as_tensor(std, dtype=dtype)
         self._samplers = {
@@ -669,7 +678,34 @@ def _fit(values: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
     columns = values.shape[1]
     if not enabled:
         return np.zeros(columns), np.ones(columns)
-    mean, std = values.mean(0), values.std(0)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+        mean, std = values.mean(0), values.std(0)
     # A column constant over the meta-train rows carries no scale: leave it centred only.
-    std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    std = np.where(~np.isfinite(std) | (std > 1e-12 * np.maximum(1.0, np.abs(mean))), std, 1.0)
     return mean, std
+
+
+def _standardise(
+    values: np.ndarray, train_rows: np.ndarray, enabled: bool, dtype: torch.dtype, names: list[str]
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """``(values - mean) / std`` in ``dtype`` with the meta-train rows' statistics.
+
+    Raises:
+        ValueError: naming the column whose statistics or standardised values are not finite
+            in float64 or do not fit ``dtype`` (one huge value would otherwise make every value
+            of the column 0, or inf).
+    """
+    mean, std = _fit(values[train_rows], enabled)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (values - mean) / std
+    limit = torch.finfo(dtype).max
+    fits = np.isfinite(scaled).all(0) & (np.abs(scaled).max(0) <= limit)
+    fits &= np.isfinite(mean) & np.isfinite(std) & (np.abs(mean) <= limit) & (std <= limit)
+    for j in np.flatnonzero(~fits):
+        largest = np.abs(values[:, j]).max()
+        raise ValueError(
+            f"{names[j]}: its values (largest magnitude {largest:.3g}) are too large to "
+            f"standardise{'' if enabled else ' (standardisation is off)'} and use as {dtype}; "
+            "rescale the column (e.g. take a log or change its unit) or drop the outlier rows"
+        )
+    return torch.from_numpy(scaled).to(dtype), mean, std
