@@ -3,7 +3,7 @@
 The public API is re-exported here; see ``docs/`` and ``shared/DESIGN.md`` for the design.
 """
 
-from metalearn import algorithms, datasets, models, tasks, training
+from metalearn import algorithms, chem, datasets, models, tasks, training
 from metalearn.algorithms import (
     ANIL,
     FOMAML,
@@ -35,6 +35,7 @@ __all__ = [
     "Reptile",
     "Trainer",
     "algorithms",
+    "chem",
     "datasets",
     "evaluate",
     "models",

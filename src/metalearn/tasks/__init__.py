@@ -1,8 +1,19 @@
 """Task samplers and the :class:`TaskBatch` they produce."""
 
+from metalearn.tasks.assays import AssaySampler, MultiAssay
 from metalearn.tasks.batch import Split, TaskBatch, TaskSampler
 from metalearn.tasks.fewshot import FewShot
 from metalearn.tasks.grouped import Grouped, GroupSampler
 from metalearn.tasks.sine import Sine
 
-__all__ = ["FewShot", "GroupSampler", "Grouped", "Sine", "Split", "TaskBatch", "TaskSampler"]
+__all__ = [
+    "AssaySampler",
+    "FewShot",
+    "GroupSampler",
+    "Grouped",
+    "MultiAssay",
+    "Sine",
+    "Split",
+    "TaskBatch",
+    "TaskSampler",
+]

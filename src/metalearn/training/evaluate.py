@@ -11,6 +11,7 @@ from torch import Tensor
 
 from metalearn.algorithms.base import Learner
 from metalearn.tasks.batch import TaskBatch, TaskSampler
+from metalearn.training.metrics import check_metrics, ranking_metrics
 
 __all__ = ["Evaluation", "evaluate", "mean_ci95", "task_seed"]
 
@@ -92,6 +93,7 @@ def evaluate(
     steps: int | Sequence[int] | None = None,
     seed: int = 0,
     batch_size: int = 25,
+    metrics: Sequence[str] = (),
 ) -> Evaluation:
     """Adapt to ``num_tasks`` fixed test tasks and report query metrics per step count.
 
@@ -106,6 +108,10 @@ def evaluate(
         steps: inner step count(s) to report; default ``learner.inner_steps``.
         seed: fixes the task set.
         batch_size: tasks adapted at once (memory only; results do not depend on it).
+        metrics: ranking metrics of binary tasks to add to loss (and accuracy): ``"roc_auc"``
+            and/or ``"pr_auc"`` (average precision), one value per task from its query scores
+            (scikit-learn; ``pip install 'metalearn[chem]'``). Each task is adapted once more
+            through :meth:`Learner.adapt` and :meth:`Learner.predict` to get the scores.
 
     Returns:
         An :class:`Evaluation`; ``str(result)`` is a table of mean ± 95% CI.
@@ -115,6 +121,12 @@ def evaluate(
         >>> maml = ml.MAML(ml.models.MLP([1, 40, 40, 1]), F.mse_loss, inner_lr=0.01)
         >>> result = ml.evaluate(maml, ml.tasks.Sine(10, 100), num_tasks=50, steps=[0, 1, 10])
         >>> mean, ci = result.summary("loss", steps=10)
+
+        Binary tasks (e.g. :class:`metalearn.tasks.MultiAssay`), ranked by the query scores:
+
+        >>> ev = ml.evaluate(learner, data.assay("SR-HSE"), num_tasks=20,
+        ...                  metrics=("roc_auc", "pr_auc"))  # doctest: +SKIP
+        >>> ev.summary("roc_auc")  # doctest: +SKIP
     """
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
@@ -127,6 +139,7 @@ def evaluate(
     steps = list(steps)
     if not steps:
         raise ValueError("steps must name at least one inner step count")
+    metrics = check_metrics(metrics)
     first = next(learner.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else None
@@ -136,6 +149,8 @@ def evaluate(
         batch = sample_fixed(sampler, [task_seed(seed, i) for i in indices])
         batch = batch.to(device=device, dtype=dtype) if dtype else batch.to(device)
         out = learner.evaluate_batch(batch, steps)
+        if metrics:
+            out = {**out, **ranking_metrics(learner, batch, steps, metrics)}
         chunks.append({k: v.double().cpu() for k, v in out.items()})
     per_task = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
     return Evaluation(tuple(steps), per_task)
