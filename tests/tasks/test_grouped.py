@@ -651,3 +651,37 @@ def test_one_huge_value_is_an_error_naming_the_column(tmp_path, column):
     # Unstandardised, a value beyond float32 is refused too rather than becoming inf.
     with pytest.raises(ValueError, match=r"standardisation is off"):
         Grouped(x, y, groups, 3, 3, standardize=False, standardize_target=False)
+
+
+def test_csv_encodings_utf16_reads_and_latin1_is_named(tmp_path):
+    x, y, groups = traceable_table(num_groups=12)
+    rows = csv_rows(x, y, groups)
+    write_csv(tmp_path / "utf8.csv", HEADER, rows)
+    text = (tmp_path / "utf8.csv").read_text(encoding="utf-8")
+    (tmp_path / "utf16.csv").write_text(text, encoding="utf-16")
+    options = dict(target="response", group="condition", k_shot=3, k_query=3)
+    options["features"] = ["group_feature", "row", "noise"]
+    a = Grouped.from_csv(tmp_path / "utf8.csv", **options)
+    b = Grouped.from_csv(tmp_path / "utf16.csv", **options)
+    assert torch.equal(
+        a.split("train").sample(2, gen(0)).support.x, b.split("train").sample(2, gen(0)).support.x
+    )
+    latin1 = text.replace("name3,", "Gänse,", 1)
+    (tmp_path / "latin1.csv").write_bytes(latin1.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.csv line 5 is not UTF-8 text.*save the file"):
+        Grouped.from_csv(tmp_path / "latin1.csv", **options)
+
+
+def test_a_text_cell_in_a_numeric_column_is_an_error_naming_the_line(tmp_path):
+    x, y, groups = traceable_table(num_groups=12)
+    rows = csv_rows(x, y, groups)
+    rows[6][3] = "twelve"  # the "row" column, line 8 of the file
+    write_csv(tmp_path / "assay.csv", HEADER, rows)
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match=r"assay\.csv line 8: column 'row' has 'twelve', not a"),
+    ):
+        warnings.simplefilter("ignore")
+        Grouped.from_csv(
+            tmp_path / "assay.csv", target="response", group="condition", k_shot=3, k_query=3
+        )

@@ -7,6 +7,7 @@ Private to :mod:`metalearn.tasks.grouped`; the public entry points are
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -93,13 +94,31 @@ def _parse_number(cell: str) -> float:
     return math.nan if _is_missing(cell) else float(cell)
 
 
-def _numeric_column(cells: list[str]) -> bool:
-    for cell in cells:
+def _text_cells(cells: list[str]) -> list[int]:
+    """Indices of the cells that are neither numbers nor missing."""
+    text = []
+    for i, cell in enumerate(cells):
         try:
             _parse_number(cell)
         except ValueError:
-            return False
-    return True
+            text.append(i)
+    return text
+
+
+def _read_text(path: str) -> str:
+    """The file's text: UTF-8 (an Excel byte-order mark is fine) or UTF-16 with its mark."""
+    with open(path, "rb") as f:
+        data = f.read()
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    try:
+        return data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} line {line} is not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
+            f"{data[e.start : e.start + 1].hex()}); save the file as UTF-8 (from Latin-1: "
+            "iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def read_csv(
@@ -113,8 +132,11 @@ def read_csv(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no CSV file at {path!r}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        lines = [(n, row) for n, row in enumerate(csv.reader(f, delimiter=delimiter), 1) if row]
+    text = _read_text(path)
+    if "\0" in text:
+        raise ValueError(f"{path} holds NUL characters: it is not a text (CSV) file")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    lines = [(n, row) for n, row in enumerate(reader, 1) if row]
     if not lines:
         raise ValueError(f"{path} is empty; it needs a header row naming the columns")
     header = [h.strip() for h in lines[0][1]]
@@ -134,7 +156,18 @@ def read_csv(
     column = {name: [row[j] for _, row in body] for j, name in enumerate(header)}
     if features is None:
         others = [h for h in header if h not in (target, group)]
-        features = [h for h in others if _numeric_column(column[h])]
+        text = {h: _text_cells(column[h]) for h in others}
+        for h in others:
+            filled = sum(not _is_missing(cell) for cell in column[h])
+            if text[h] and len(text[h]) * 2 < filled:
+                # Mostly numbers: a typo in a numeric column, not a text column to leave out.
+                i = text[h][0]
+                raise ValueError(
+                    f"{path} line {body[i][0]}: column {h!r} has {column[h][i]!r}, not a "
+                    f"number ({plural(len(text[h]), 'text cell')} among numbers); fix the cell, "
+                    "or pass features=[...] without the column"
+                )
+        features = [h for h in others if not text[h]]
         _warn_left_out([h for h in others if h not in features])
         if not features:
             raise ValueError(

@@ -341,14 +341,15 @@ class Grouped:
         """Read a table from a CSV file with a header row (stdlib :mod:`csv`, no pandas).
 
         Args:
-            path: the file (UTF-8, an Excel byte-order mark is fine).
+            path: the file: UTF-8 (an Excel byte-order mark is fine) or UTF-16 with its
+                byte-order mark.
             target: the column to predict.
             group: the column naming each row's group (condition, assay...); read as text.
             k_shot: support rows per task, as for :class:`Grouped`.
             k_query: query rows per task, as for :class:`Grouped`.
             features: the feature columns; default every other column whose cells are all
-                numbers or missing (non-numeric columns are left out with a warning naming
-                them). Missing cells (empty, ``NA``, ``NaN``, ``null``...) are an error naming
+                numbers or missing (text columns are left out with a warning naming them; a
+                few text cells among numbers are an error naming the line). Missing cells (empty, ``NA``, ``NaN``, ``null``...) are an error naming
                 the column: drop or impute them first.
             delimiter: the field separator (``"\\t"`` for TSV).
             **options: the other arguments of :class:`Grouped` (``task``, ``n_way``, ``split``,
