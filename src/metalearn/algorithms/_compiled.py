@@ -5,8 +5,9 @@ a compiled function is not differentiable again (AOTAutograd has no double backw
 meta-gradient is computed *forward*, inside the compiled function: ``torch.func.grad`` of the
 learner's meta-loss with respect to its parameters, whose inner loop is ``torch.func.grad``
 again (second order by nesting). The compiled function returns the loss, the metrics and the
-meta-gradients; :class:`_PrecomputedGradient` hands those gradients to the parameters when the
-caller runs ``loss.backward()``, so the training loop every learner fits is unchanged.
+meta-gradients; :class:`~metalearn.algorithms._meta_gradient.PrecomputedGradient` (the node the
+eager per-task path uses too) hands those gradients to the parameters when the caller runs
+``loss.backward()``, so the training loop every learner fits is unchanged.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import torch
 import torch._dynamo.config
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.func import functional_call, grad
+
+from metalearn.algorithms._meta_gradient import PrecomputedGradient
 
 __all__ = ["CompiledMetaGradient"]
 
@@ -31,20 +33,6 @@ _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 _RECOMPILE_LIMIT = 64
 _CONFIG = torch._dynamo.config
 _LIMIT_NAME = "recompile_limit" if hasattr(_CONFIG, "recompile_limit") else "cache_size_limit"
-
-
-class _PrecomputedGradient(torch.autograd.Function):
-    """The meta-loss as a node whose backward returns gradients computed in the forward."""
-
-    @staticmethod
-    def forward(ctx: Any, loss: Tensor, grads: tuple[Tensor, ...], *params: Tensor) -> Tensor:
-        ctx.grads = grads
-        return loss.clone()
-
-    @staticmethod
-    @once_differentiable  # the gradients are constants here: refuse a double backward
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        return (None, None, *(None if g is None else grad_output * g for g in ctx.grads))
 
 
 class CompiledMetaGradient:
@@ -112,7 +100,8 @@ class CompiledMetaGradient:
             loss = torch.stack([r[1] for r in results]).mean()
             metrics = {k: torch.stack([r[2][k] for r in results]).mean() for k in results[0][2]}
         grads = tuple(grads[n] if c else None for (n, _), c in zip(named, connected, strict=True))
-        loss = _PrecomputedGradient.apply(loss, grads, *(p for _, p in named))
+        # Differentiating this loss again yields constants (tested), as before.
+        loss = PrecomputedGradient.apply(loss, grads, False, *(p for _, p in named))
         return loss, metrics
 
     def run(self, params: dict[str, Tensor], batch: Any) -> tuple[dict, Tensor, dict]:

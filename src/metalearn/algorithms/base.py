@@ -23,6 +23,7 @@ from metalearn.algorithms.inner import (
     resolve_vectorize,
     select_parameters,
 )
+from metalearn.models.speedup import speedup
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = ["Learner", "MetaOutput"]
@@ -71,8 +72,29 @@ class Learner(nn.Module):
     schedule). Calling the learner on a batch maps :meth:`task_loss` over its tasks (a Python
     loop, or ``torch.func.vmap``) and averages.
 
+    In a loop over tasks with gradients enabled (the CPU default for conv models, and
+    ``vectorize="loop"``), each task's meta-gradient is finished before the next task starts
+    and ``out.loss.backward()`` hands their sum to the parameters through one autograd node,
+    so memory is one task's graph whatever the meta-batch. The gradients are those of the
+    whole graph (to float rounding, tested for every learner); ``.grad``, parameter hooks,
+    gradient clipping, ``torch.autograd.grad(out.loss, ...)``, AMP and distributed gradient
+    averaging work as before. Differences: ``out.loss`` cannot be differentiated twice
+    (``create_graph=True`` raises); float16 autocast, and a meta-loss that depends on a tensor
+    that requires grad outside the learner (a learnable loss weight captured by the loss
+    function; a warning says so), keep the whole graph as before. Set
+    ``learner.per_task_gradients = False`` to always keep the whole graph until
+    ``backward()``.
+
+    Attributes:
+        per_task_gradients: finish each task's meta-gradient before the next task on the
+            looped path (default ``True``); ``False`` keeps every task's graph until
+            ``backward()`` (memory grows with the meta-batch; needed to differentiate the
+            meta-loss twice).
+
     Args:
-        model: the network; its parameters are the meta-parameters phi.
+        model: the network; its parameters are the meta-parameters phi. Plain
+            ``nn.MaxPool2d(2)`` layers in it become the bit-identical, faster
+            :class:`~metalearn.models.MaxPool2x2` (:func:`metalearn.models.speedup`).
         loss: ``loss(prediction, target) -> scalar``, e.g. ``F.mse_loss``, ``F.cross_entropy``.
         inner_lr: inner-loop step size alpha (>= 0).
         inner_steps: inner-loop gradient steps during meta-training (>= 0).
@@ -110,7 +132,8 @@ class Learner(nn.Module):
                 "backend='higher' cannot vmap over tasks; use vectorize='auto' or 'loop', "
                 "or backend='func'"
             )
-        self.model = model
+        # Bit-identical faster layers for a user's own model (nn.MaxPool2d(2) -> MaxPool2x2).
+        self.model = speedup(model)
         self.loss = loss
         self.inner_lr = _check_number("inner_lr", inner_lr)
         self.inner_steps = _check_steps("inner_steps", inner_steps)
@@ -121,6 +144,8 @@ class Learner(nn.Module):
         self._forward = functional_forward(model, backend)
         self._compile_options: dict[str, Any] | None = None
         self._compiled: Any = None  # built on first use, never pickled (see __getstate__)
+        self.per_task_gradients = True
+        self._foreign_inputs: tuple | None = None
 
     # -- pieces subclasses configure ---------------------------------------------------------
     def params(self) -> Params:
@@ -170,11 +195,38 @@ class Learner(nn.Module):
         return self._meta_loss(batch)
 
     def _meta_loss(self, batch: TaskBatch) -> MetaOutput:
+        if self._wants_per_task(batch):
+            from metalearn.algorithms._meta_gradient import per_task_meta_loss, warn_foreign
+
+            done = per_task_meta_loss(self, batch)
+            if done is not None:
+                return MetaOutput(*done)
+            # The meta-loss reaches a tensor outside the learner: remember it for these
+            # settings (probing costs a task) and build the whole graph instead.
+            self._foreign_inputs = self._connectivity_key()
+            warn_foreign(self)
         params = self.params()
         losses, metrics = map_tasks(
             lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
         )
         return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
+
+    def _wants_per_task(self, batch: TaskBatch) -> bool:
+        # Per-task meta-gradients serve the looped path of a training forward. Under vmap the
+        # tasks are one computation; inside a torch.func transform (the compiled function's
+        # trace) the transform takes the gradient; without gradients there is none to take.
+        # Float16 autocast keeps the whole graph: its loss scale, known only at backward(),
+        # must reach the half-precision backward of every task.
+        if not self.per_task_gradients or not torch.is_grad_enabled():
+            return False
+        if under_functorch_transform() or self.use_vmap(batch):
+            return False
+        if self._foreign_inputs is not None and self._foreign_inputs == self._connectivity_key():
+            return False
+        device = batch.support.x.device.type
+        if _autocast_enabled(device) and _autocast_dtype(device) == torch.float16:
+            return False
+        return any(p.requires_grad for p in self.parameters())
 
     def _connectivity_key(self) -> tuple:
         # What decides which parameters the meta-loss depends on; the compiled path checks
@@ -316,6 +368,12 @@ class Learner(nn.Module):
         state["_compiled"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Learners pickled before per-task meta-gradients existed get the default.
+        state.setdefault("per_task_gradients", True)
+        state.setdefault("_foreign_inputs", None)
+        super().__setstate__(state)
+
     def set_epoch(self, epoch: int) -> None:
         """Tell the learner how far training has got (an epoch or iteration count).
 
@@ -326,11 +384,22 @@ class Learner(nn.Module):
 
     def extra_repr(self) -> str:
         compiled = "" if self._compile_options is None else ", compiled=True"
+        if not self.per_task_gradients:
+            compiled += ", per_task_gradients=False"
         return (
             f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
             f"first_order={self.first_order}, vectorize={self.vectorize!r}, "
             f"backend={self.backend!r}{compiled}"
         )
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype:
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError):  # torch < 2.4
+        if device_type == "cuda":
+            return torch.get_autocast_gpu_dtype()
+        return torch.get_autocast_cpu_dtype()
 
 
 def _autocast_enabled(device_type: str) -> bool:

@@ -3,5 +3,14 @@
 from metalearn.models.conv import Conv4, ConvBlock
 from metalearn.models.layers import BatchNorm, MaxPool2x2, convert_batchnorm
 from metalearn.models.mlp import MLP
+from metalearn.models.speedup import speedup
 
-__all__ = ["MLP", "BatchNorm", "Conv4", "ConvBlock", "MaxPool2x2", "convert_batchnorm"]
+__all__ = [
+    "MLP",
+    "BatchNorm",
+    "Conv4",
+    "ConvBlock",
+    "MaxPool2x2",
+    "convert_batchnorm",
+    "speedup",
+]

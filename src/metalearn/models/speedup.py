@@ -1,0 +1,65 @@
+"""Make a user's own model as fast as the library's, with bit-identical layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from metalearn.models.layers import MaxPool2x2
+
+__all__ = ["speedup"]
+
+
+def _pair(value: object) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _is_plain_2x2_max_pool(module: nn.Module) -> bool:
+    # Exactly torch's class (a subclass may compute something else) with the settings for
+    # which MaxPool2x2 is bit-identical: window 2, stride 2, no padding or dilation, floor.
+    return (
+        type(module) is nn.MaxPool2d
+        and _pair(module.kernel_size) == (2, 2)
+        and _pair(module.stride) == (2, 2)
+        and _pair(module.padding) == (0, 0)
+        and _pair(module.dilation) == (1, 1)
+        and not module.ceil_mode
+        and not module.return_indices
+    )
+
+
+def speedup(model: nn.Module) -> nn.Module:
+    """Swap layers of ``model`` (in place) for bit-identical faster ones; return ``model``.
+
+    Today: every ``nn.MaxPool2d(2)`` (window 2, stride 2, no padding, dilation 1, floor)
+    becomes a :class:`~metalearn.models.MaxPool2x2`, whose CPU path computes the same values,
+    gradients and second-order gradients (ties included, tested) about twice as fast and
+    keeps only the argmax indices for the backward (less memory in a MAML step). The module
+    object stays the same (its class changes to a subclass of ``nn.MaxPool2d``), so hooks,
+    ``isinstance`` checks and the ``state_dict`` are unaffected. Modules with other settings,
+    subclasses of ``nn.MaxPool2d`` and ``F.max_pool2d`` calls inside a ``forward`` are left
+    alone.
+
+    Every learner calls it on the model it is given (:class:`~metalearn.Learner`), so a
+    hand-written Conv-4 trains as fast as :class:`~metalearn.models.Conv4`; call it yourself
+    for a model used without a learner. The other CPU setting Conv-4 relies on is
+    process-wide, not a layer: :func:`metalearn.tune_cpu_allocator` (the
+    :class:`~metalearn.training.Trainer` calls it).
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        >>> from torch import nn
+        >>> net = speedup(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2)))
+        >>> type(net[2]).__name__, isinstance(net[2], nn.MaxPool2d)
+        ('MaxPool2x2', True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        if _is_plain_2x2_max_pool(module):
+            module.__class__ = MaxPool2x2
+    return model
