@@ -8,6 +8,8 @@ import hashlib
 import os
 import pickle
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,28 @@ def learn2learn_three_classes(tmp, run):
     args = ["train", MINI, "--run-dir", str(tmp / "new"), "--no-progress"]
     args += ["-o", f"data.root={tmp / 'mini'}", "-o", "data.check_classes=false"]
     return args, "n_way"
+
+
+def learn2learn_text_rows(tmp, run):
+    (tmp / "mini").mkdir()
+    data = {"image_data": np.zeros((4, 84, 84, 3), np.uint8), "class_dict": {"n01": ["a", "b"]}}
+    with (tmp / "mini" / "mini-imagenet-cache-train.pkl").open("wb") as f:
+        pickle.dump(data, f)
+    return ["data", "prepare", "miniimagenet", str(tmp / "mini")], "mini-imagenet-cache-train.pkl"
+
+
+def decompression_bomb_png(tmp, run):
+    # A PNG whose header claims 30000 x 30000 pixels: Pillow refuses it before decoding.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    folder = tmp / "mini" / "train" / "n01"
+    folder.mkdir(parents=True)
+    (folder / "bomb.png").write_bytes(png)
+    return ["data", "prepare", "miniimagenet", str(tmp / "mini")], "bomb.png"
 
 
 def corrupt_checkpoint(tmp, run):
@@ -184,6 +208,8 @@ def existing_run_without_resume(tmp, run):
 
 CASES = [
     truncated_pickle,
+    learn2learn_text_rows,
+    decompression_bomb_png,
     learn2learn_three_classes,
     corrupt_checkpoint,
     hostile_checkpoint,
@@ -293,3 +319,16 @@ def test_an_earlier_start_without_checkpoint_restarts_with_resume(tmp_path, caps
     assert main(train_args(run, "optimizer.lr=1e-3", flags=("--resume",))) == 2
     assert "is not this config" in capsys.readouterr().err
     assert main(train_args(run, *diverging, flags=("--resume",))) == 1
+
+
+def test_evaluate_counts_the_tasks_that_diverged(finished_run, monkeypatch, capsys):
+    import metalearn.training.experiment as experiment
+    from metalearn.training import Evaluation
+
+    loss = torch.tensor([[1.0, 0.5], [1.0, float("nan")], [2.0, float("inf")], [1.0, 0.2]])
+    result = Evaluation((0, 1), {"loss": loss.double()})
+    monkeypatch.setattr(experiment, "evaluate_checkpoint", lambda *a, **k: (result, None))
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "nan" in captured.out
+    assert "2 of 4 tasks gave NaN or infinite metrics" in captured.err

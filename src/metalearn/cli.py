@@ -168,10 +168,26 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(result)
+    diverged = _diverged_tasks(result)
+    if diverged:
+        print(
+            f"metalearn evaluate: {diverged} of {result.num_tasks} tasks gave NaN or infinite "
+            "metrics (their adaptation diverged), so the means above are not finite; lower "
+            "the inner learning rate or the --steps",
+            file=sys.stderr,
+        )
     if args.json is not None:
         summary = {"checkpoint": str(args.checkpoint), **result.to_dict()}
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _diverged_tasks(result) -> int:
+    """How many tasks of an :class:`~metalearn.training.Evaluation` have a non-finite metric."""
+    import torch
+
+    bad = [~torch.isfinite(values).all(dim=1) for values in result.per_task.values()]
+    return int(torch.stack(bad).any(dim=0).sum())
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -685,3 +685,10 @@ def test_a_text_cell_in_a_numeric_column_is_an_error_naming_the_line(tmp_path):
         Grouped.from_csv(
             tmp_path / "assay.csv", target="response", group="condition", k_shot=3, k_query=3
         )
+
+
+def test_mixed_class_labels_are_named_as_labels():
+    x, _, groups = traceable_table(num_groups=12)
+    labels = np.array([1, "active"] * (len(x) // 2), dtype=object)
+    with pytest.raises(TypeError, match=r"the class labels \(target 'y'\): mixed kinds"):
+        Grouped(x, labels, groups, 2, 2, task="classification", n_way=2)

@@ -49,5 +49,10 @@ def decode_image(source: str | bytes, name: str, mode: str, size: int) -> np.nda
             if im.size != (size, size):
                 im = im.resize((size, size), resample=image_module.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8)
+    except image_module.DecompressionBombError as e:  # not an OSError: named here too
+        raise ValueError(
+            f"image {name} was refused: its pixel count is far beyond any dataset image (a "
+            f"decompression bomb?): {e}"
+        ) from e
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"cannot decode image {name}: {e}") from e

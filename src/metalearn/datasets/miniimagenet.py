@@ -176,7 +176,15 @@ def _read_learn2learn(path: Path) -> Loaded:
     if not isinstance(class_dict, dict) or not class_dict:
         raise ValueError(f"{path}: class_dict must be a non-empty dict wnid -> row indices")
     names = sorted(class_dict)
-    rows = [np.asarray(class_dict[n], dtype=np.int64).reshape(-1) for n in names]
+    rows = []
+    for n in names:
+        try:
+            rows.append(np.asarray(class_dict[n], dtype=np.int64).reshape(-1))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}: class_dict[{n!r}] must list integer row indices of image_data, got "
+                f"{class_dict[n]!r:.60}"
+            ) from None
     for n, r in zip(names, rows, strict=True):
         if r.size and (r.min() < 0 or r.max() >= len(data)):
             raise ValueError(f"{path}: class {n!r} indexes rows outside image_data")

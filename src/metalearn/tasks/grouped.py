@@ -282,7 +282,7 @@ class Grouped:
         self._rows = [torch.from_numpy(order[a:b].astype(np.int64)) for a, b in _pairwise(bounds)]
         self.classes: list[Any] | None = None
         if task == "classification":
-            classes, codes = _unique(y_np, "y")
+            classes, codes = _unique(y_np, f"the class labels (target {self.target_name!r})")
             self.classes = classes
             self._codes = codes
 
@@ -349,8 +349,9 @@ class Grouped:
             k_query: query rows per task, as for :class:`Grouped`.
             features: the feature columns; default every other column whose cells are all
                 numbers or missing (text columns are left out with a warning naming them; a
-                few text cells among numbers are an error naming the line). Missing cells (empty, ``NA``, ``NaN``, ``null``...) are an error naming
-                the column: drop or impute them first.
+                few text cells among numbers are an error naming the line). Missing cells
+                (empty, ``NA``, ``NaN``, ``null``...) are an error naming the column: drop or
+                impute them first.
             delimiter: the field separator (``"\\t"`` for TSV).
             **options: the other arguments of :class:`Grouped` (``task``, ``n_way``, ``split``,
                 ``seed``, ``standardize``...).
@@ -670,7 +671,9 @@ def _unique(values: np.ndarray, name: str) -> tuple[list[Any], np.ndarray]:
     try:
         uniq, codes = np.unique(values, return_inverse=True)
     except TypeError:
-        raise TypeError(f"{name} mixes kinds of values (e.g. numbers and text)") from None
+        raise TypeError(
+            f"{name}: mixed kinds of values (e.g. numbers and text); make them all one kind"
+        ) from None
     return uniq.tolist(), codes
 
 
