@@ -1,6 +1,6 @@
 """metalearn: gradient-based meta-learning on PyTorch.
 
-The public API is re-exported here; see ``docs/`` and ``shared/DESIGN.md`` for the design.
+The public API is re-exported here; ``docs/architecture.md`` describes the design.
 """
 
 from metalearn import algorithms, chem, datasets, models, tasks, training

@@ -90,7 +90,8 @@ class MAMLPlusPlus(Learner):
         >>> mamlpp = ml.MAMLPlusPlus(net, F.cross_entropy, inner_lr=0.1, inner_steps=5)
         >>> opt = torch.optim.Adam(mamlpp.parameters(), lr=1e-3)
         >>> schedule = mamlpp.scheduler(opt, total_epochs=100)
-        >>> mamlpp.set_epoch(0)  # each epoch; then per batch: backward, opt.step()
+        >>> mamlpp.set_epoch(0)  # each epoch; then per batch:
+        >>> opt.step()  # ... after each batch's backward
         >>> schedule.step()  # at the end of each epoch
 
     Reference:

@@ -210,8 +210,12 @@ def init_distributed(
         ValueError: inconsistent or missing launcher variables, or too few GPUs.
 
     Example:
-        >>> info = init_distributed()        # under: torchrun --nproc_per_node 2 script.py
-        >>> learner.to(info.device)
+        >>> import torch.nn.functional as F, metalearn as ml
+        >>> info = init_distributed()  # under torchrun: joins the group; plainly: one process
+        >>> maml = ml.MAML(ml.models.MLP([1, 8, 1]), F.mse_loss, inner_lr=0.01).to(info.device)
+        >>> info.world_size, info.is_main   # launched plainly
+        (1, True)
+        >>> cleanup()
     """
     global _timeout
     if is_distributed():

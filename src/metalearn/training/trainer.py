@@ -1,6 +1,6 @@
 """A meta-training run you can leave running: validation, best model, checkpoints, resume.
 
-One iteration of :class:`Trainer` is the loop every learner fits (see ``DESIGN.md``)::
+One iteration of :class:`Trainer` is the loop every learner fits (see ``docs/architecture.md``)::
 
     batch = sampler.sample(meta_batch_size, generator)      # the run's seeded task stream
     out = learner(batch)                                     # MetaOutput(loss, metrics)
