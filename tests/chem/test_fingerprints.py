@@ -65,6 +65,8 @@ def test_bad_arguments_are_named():
         ml.chem.morgan_fingerprints("CCO")
     with pytest.raises(TypeError, match="positions 1"):
         ml.chem.morgan_fingerprints(["CCO", None])
+    with pytest.raises(ValueError, match="names has 1 entries for 2 SMILES"):
+        ml.chem.morgan_fingerprints(["CCO", "CCC"], names=["line 2"])
     with pytest.raises(ValueError, match="size must be >= 1"):
         ml.chem.MorganFingerprint(size=0)
 

@@ -137,6 +137,8 @@ def morgan_fingerprints(
             f"smiles must hold strings; {plural(len(bad), 'entry')} at positions "
             f"{listing(bad)} are not (e.g. {smiles[bad[0]]!r}); drop or fix them first"
         )
+    if names is not None and len(names) != len(smiles):
+        raise ValueError(f"names has {len(names)} entries for {len(smiles)} SMILES; give one each")
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"morgan-{fingerprint.key(smiles)}.npz"

@@ -308,9 +308,8 @@ class MultiAssay:
         for label, c in enumerate(candidates):
             rows = per_class[c][torch.randperm(len(per_class[c]), generator=generator)]
             support.append(rows[: self.k_shot])
-            rest = (
-                rows[self.k_shot :] if self.k_query is None else rows[self.k_shot :][: self.k_query]
-            )
+            end = None if self.k_query is None else self.k_shot + self.k_query
+            rest = rows[self.k_shot : end]
             query.append(rest)
             query_labels.append(torch.full((len(rest),), label, dtype=torch.int64))
         support_rows = torch.cat(support)
