@@ -22,9 +22,12 @@ def test_mlp_shapes_and_names():
     assert MLP([3, 2])(torch.zeros(4, 3)).shape == (4, 2)
 
 
-@pytest.mark.parametrize("sizes", [[1], [1, 0, 1], [1, 2.0]])
-def test_mlp_rejects_bad_sizes(sizes):
-    with pytest.raises(ValueError, match="sizes"):
+@pytest.mark.parametrize(
+    ("sizes", "error"), [([1], ValueError), ([1, 0, 1], ValueError), ([1, 2.0], TypeError)]
+)
+def test_mlp_rejects_bad_sizes(sizes, error):
+    # Like every integer argument (metalearn._checks.check_int): a non-int is a TypeError.
+    with pytest.raises(error, match="sizes"):
         MLP(sizes)
 
 

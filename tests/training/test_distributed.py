@@ -1,7 +1,7 @@
 """Data-parallel meta-training: N ranks give the 1-process run; a failed rank fails the job.
 
 The multi-process tests start real gloo process groups on 127.0.0.1 with
-:func:`metalearn.training.distributed.spawn`; each group of checks shares one spawn because
+:func:`metalearn.training.launch.spawn`; each group of checks shares one spawn because
 starting processes costs seconds. The workers are module-level so the spawned processes can
 import them.
 """
@@ -18,6 +18,8 @@ from torch import nn
 import metalearn as ml
 from metalearn.training import distributed as D
 from metalearn.training.evaluate import sample_fixed
+from metalearn.training.launch import SpawnError, spawn
+from metalearn.training.task_stream import TaskStream, train_task_seed
 
 SEED = 3
 META_BATCH = 4
@@ -88,7 +90,7 @@ def _equivalence_worker(info: D.RankInfo) -> dict:
         # Ranks start from different weights: the broadcast must make them all rank 0's.
         learner, optimizer = make_run(kind, init_seed=100 + info.rank)
         D.broadcast_parameters(learner)
-        stream = D.TaskStream(sampler(), META_BATCH, seed=SEED)
+        stream = TaskStream(sampler(), META_BATCH, seed=SEED)
         learner(stream.sample(0)).loss.backward()
         D.average_gradients(learner)
         result[kind, "grad"] = grads_of(learner)
@@ -160,7 +162,7 @@ def _reference(kind: str):
     tasks = sampler()
 
     def batch(t: int):
-        return sample_fixed(tasks, [D.train_task_seed(SEED, t, j) for j in range(META_BATCH)])
+        return sample_fixed(tasks, [train_task_seed(SEED, t, j) for j in range(META_BATCH)])
 
     learner(batch(0)).loss.backward()
     first_grad = grads_of(learner)
@@ -186,7 +188,7 @@ def assert_close_dicts(got: dict, want: dict) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks():
-    return D.spawn(_equivalence_worker, 2, timeout=60.0, num_threads=1)
+    return spawn(_equivalence_worker, 2, timeout=60.0, num_threads=1)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -242,8 +244,8 @@ def test_mismatched_ranks_fail_clearly(two_ranks):
 
 
 def test_crashed_rank_fails_the_others():
-    with pytest.raises(D.SpawnError) as caught:
-        D.spawn(_failing_worker, 2, ("crash",), timeout=30.0, grace=60.0, num_threads=1)
+    with pytest.raises(SpawnError) as caught:
+        spawn(_failing_worker, 2, ("crash",), timeout=30.0, grace=60.0, num_threads=1)
     errors = caught.value.errors
     assert "boom at step 2" in errors[1]
     assert "DistributedError" in errors[0]
@@ -253,8 +255,8 @@ def test_crashed_rank_fails_the_others():
 
 @pytest.mark.slow  # waits for the timeout, which must also cover the ranks' start-up spread
 def test_hung_rank_fails_the_others_after_the_timeout():
-    with pytest.raises(D.SpawnError) as caught:
-        D.spawn(_failing_worker, 2, ("hang",), timeout=8.0, grace=1.0, num_threads=1)
+    with pytest.raises(SpawnError) as caught:
+        spawn(_failing_worker, 2, ("hang",), timeout=8.0, grace=1.0, num_threads=1)
     errors = caught.value.errors
     assert "DistributedError" in errors[0]
     assert "process-group timeout (8 s)" in errors[0]
@@ -264,7 +266,7 @@ def test_hung_rank_fails_the_others_after_the_timeout():
 @pytest.mark.cuda
 def test_nccl_ranks_on_gpus_match_one_cpu_process(float64):
     size = 2 if torch.cuda.device_count() >= 2 else 1
-    results = D.spawn(_nccl_worker, size, backend="nccl", timeout=120.0)
+    results = spawn(_nccl_worker, size, backend="nccl", timeout=120.0)
     assert [r["device"] for r in results] == [f"cuda:{i}" for i in range(size)]
     want = reference("learned_lr")[1]
     for result in results:
@@ -276,43 +278,45 @@ def test_nccl_ranks_on_gpus_match_one_cpu_process(float64):
 def test_task_stream_shards_are_the_global_batch_whatever_the_world_size():
     tasks = sampler()
     for t in (0, 7):
-        whole = D.TaskStream(tasks, 8, seed=1).global_batch(t)
+        whole = TaskStream(tasks, 8, seed=1).global_batch(t)
         for size in (1, 2, 4, 8):
-            shards = [D.TaskStream(tasks, 8, seed=1, rank=r, world_size=size) for r in range(size)]
+            shards = [TaskStream(tasks, 8, seed=1, rank=r, world_size=size) for r in range(size)]
             joined = ml.tasks.TaskBatch.concat([s.sample(t) for s in shards])
             torch.testing.assert_close(joined.support.x, whole.support.x, rtol=0, atol=0)
             torch.testing.assert_close(joined.query.y, whole.query.y, rtol=0, atol=0)
-    stream = D.TaskStream(tasks, 4, seed=1, rank=1, world_size=2)
+    stream = TaskStream(tasks, 4, seed=1, rank=1, world_size=2)
     assert stream.local_batch_size == 2 and stream.indices(5) == range(2, 4)
     assert not torch.equal(stream.sample(0).support.x, stream.sample(1).support.x)
-    other_seed = D.TaskStream(tasks, 4, seed=2, rank=1, world_size=2)
+    other_seed = TaskStream(tasks, 4, seed=2, rank=1, world_size=2)
     assert not torch.equal(stream.sample(0).support.x, other_seed.sample(0).support.x)
     # A task does not depend on the meta-batch size either: task j of iteration t is fixed.
     torch.testing.assert_close(
-        D.TaskStream(tasks, 2, seed=1).global_batch(3).support.x,
-        D.TaskStream(tasks, 6, seed=1).global_batch(3).support.x[:2],
+        TaskStream(tasks, 2, seed=1).global_batch(3).support.x,
+        TaskStream(tasks, 6, seed=1).global_batch(3).support.x[:2],
     )
 
 
 def test_train_task_seed_is_stable_and_distinct():
-    seeds = {D.train_task_seed(0, t, j) for t in range(20) for j in range(20)}
+    seeds = {train_task_seed(0, t, j) for t in range(20) for j in range(20)}
     assert len(seeds) == 400
-    assert D.train_task_seed(0, 1, 2) == D.train_task_seed(0, 1, 2)
+    assert train_task_seed(0, 1, 2) == train_task_seed(0, 1, 2)
     assert all(0 <= s < 2**63 for s in seeds)
 
 
 def test_task_stream_rejects_bad_input():
     tasks = sampler()
     with pytest.raises(ValueError, match="meta_batch_size=5 must be divisible by the world size 2"):
-        D.TaskStream(tasks, 5, rank=0, world_size=2)
+        TaskStream(tasks, 5, rank=0, world_size=2)
     with pytest.raises(ValueError, match="rank must be an int in"):
-        D.TaskStream(tasks, 4, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="world_size must be a positive int"):
-        D.TaskStream(tasks, 4, rank=0, world_size=0)
+        TaskStream(tasks, 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be >= 1, got 0"):
+        TaskStream(tasks, 4, rank=0, world_size=0)
+    with pytest.raises(TypeError, match="meta_batch_size must be an int, got str '4'"):
+        TaskStream(tasks, "4")
     with pytest.raises(TypeError, match="sampler must have a sample"):
-        D.TaskStream(object(), 4)
-    with pytest.raises(ValueError, match="iteration must be an int >= 0"):
-        D.TaskStream(tasks, 4).sample(-1)
+        TaskStream(object(), 4)
+    with pytest.raises(ValueError, match="iteration must be >= 0, got -1"):
+        TaskStream(tasks, 4).sample(-1)
 
 
 def test_without_a_process_group_everything_is_rank_0_of_1(monkeypatch):
@@ -351,5 +355,5 @@ def test_init_distributed_names_missing_launcher_variables(monkeypatch):
 
 
 def test_spawn_rejects_bad_world_size():
-    with pytest.raises(ValueError, match="world_size must be a positive int"):
-        D.spawn(_failing_worker, 0)
+    with pytest.raises(ValueError, match="world_size must be >= 1, got 0"):
+        spawn(_failing_worker, 0)

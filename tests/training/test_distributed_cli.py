@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.training.distributed import free_port
+from metalearn.training.launch import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sine" / "maml.yaml"
 OVERRIDES = [

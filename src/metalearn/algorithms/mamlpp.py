@@ -237,8 +237,7 @@ class MAMLPlusPlus(Learner):
         ``CosineAnnealingLR(optimizer, T_max=total_epochs, eta_min=min_lr)`` as in the paper's
         code; otherwise a schedule that keeps the learning rate constant.
         """
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be a positive int, got {total_epochs!r}")
+        check_int("total_epochs", total_epochs, 1)
         if self.cosine_annealing:
             return torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=total_epochs, eta_min=min_lr

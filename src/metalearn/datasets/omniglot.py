@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metalearn._checks import check_int
 from metalearn.datasets._imageio import decode_image
 from metalearn.datasets.base import ImageClasses
 from metalearn.datasets.cache import cache_files, read_cache
@@ -264,8 +265,7 @@ class Omniglot(ImageClasses):
     ) -> None:
         root = Path(root)
         split = {"validation": "val", "valid": "val"}.get(split, split)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        check_int("image_size", image_size, 1)
         if format not in ("auto", "cache", "files"):
             raise ValueError(f"format must be 'auto', 'cache' or 'files', got {format!r}")
         cached = None if format == "files" else read_cache(root, "omniglot", f"all-{image_size}")

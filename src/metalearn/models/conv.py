@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from metalearn._checks import check_int
 from metalearn.models.layers import BatchNorm, MaxPool2x2
 
 __all__ = ["Conv4", "ConvBlock"]
@@ -62,8 +63,7 @@ class Conv4(nn.Module):
             ("hidden", hidden),
             ("image_size", image_size),
         ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_int(name, v, 1)
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 for four 2x poolings, got {image_size}")
         self.image_size = image_size

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
+from metalearn._checks import check_int
+
 __all__ = ["MLP"]
 
 
@@ -32,8 +34,8 @@ class MLP(nn.Module):
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes needs an input and an output width, got {sizes}")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"sizes must be positive ints, got {sizes}")
+        for i, size in enumerate(sizes):
+            check_int(f"sizes[{i}]", size, 1)
         layers: list[nn.Module] = []
         for fan_in, fan_out in itertools.pairwise(sizes[:-1]):
             layers += [nn.Linear(fan_in, fan_out), activation()]

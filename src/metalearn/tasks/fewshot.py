@@ -126,8 +126,7 @@ class FewShot:
             C, H, W]`` float32 and ``y`` int64 ``[num_tasks, n_way * k_shot]`` with labels in
             ``0..n_way-1``; the query split likewise with ``k_query``; ``info["classes"]``.
         """
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, 1)
         t, n, need = num_tasks, self.n_way, self.k_shot + self.k_query
         # The n_way smallest of one uniform key per class are a uniformly random ordered
         # sample of classes; the order gives the labels, so labels are freshly shuffled.

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 from metalearn._checks import check_int
+from metalearn.tasks._kinds import Classification, Regression
+from metalearn.tasks._kinds import as_float as _as_float  # also used by assays.py
 from metalearn.tasks._tables import listing, plural, read_csv, read_dataframe, warn_user
 from metalearn.tasks.batch import TaskBatch
 
@@ -38,16 +40,6 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
     raise TypeError(
         f"{name} must be a numpy array, a torch tensor or a list, got {type(value).__name__}"
     )
-
-
-def _as_float(array: np.ndarray, name: str) -> np.ndarray:
-    try:
-        return np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must hold numbers, got dtype {array.dtype}; convert text columns to "
-            "numbers (or leave them out of the features)"
-        ) from None
 
 
 class GroupSampler:
@@ -109,8 +101,7 @@ class GroupSampler:
             ValueError: if ``num_tasks`` is not a positive int, or the split has no usable
                 group.
         """
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, 1)
         if not self._indices:
             reason = (
                 f"all of its {plural(len(self.skipped), 'group')} are too small (see .skipped)"
@@ -118,40 +109,22 @@ class GroupSampler:
                 else "it has no groups (set its fraction above 0 or list groups for it in split=)"
             )
             raise ValueError(f"cannot sample tasks from split {self.name!r}: {reason}")
-        owner = self._owner
+        owner, kind = self._owner, self._owner._kind
         picks = torch.randint(len(self._indices), (num_tasks,), generator=generator)
         support_rows, query_rows, groups, classes = [], [], [], []
         for p in picks.tolist():
             g = self._indices[p]
             groups.append(g)
-            if owner.task == "regression":
-                rows = owner._rows[g]
-                chosen = rows[torch.randperm(len(rows), generator=generator)]
-                support_rows.append(chosen[: owner.k_shot])
-                query_rows.append(chosen[owner.k_shot : owner.k_shot + owner.k_query])
-            else:
-                usable = owner._class_rows[g]
-                way = torch.randperm(len(usable), generator=generator)[: owner.n_way].tolist()
-                s, q = [], []
-                for c in way:
-                    rows = usable[c][1]
-                    chosen = rows[torch.randperm(len(rows), generator=generator)]
-                    s.append(chosen[: owner.k_shot])
-                    q.append(chosen[owner.k_shot : owner.k_shot + owner.k_query])
-                support_rows.append(torch.cat(s))
-                query_rows.append(torch.cat(q))
-                classes.append(torch.tensor([usable[c][0] for c in way]))
+            support, query, picked = kind.draw(owner._entries[g], generator)
+            support_rows.append(support)
+            query_rows.append(query)
+            if picked is not None:
+                classes.append(picked)
         s_rows, q_rows = torch.stack(support_rows), torch.stack(query_rows)
         info = {"group": torch.tensor(groups), "support_rows": s_rows, "query_rows": q_rows}
-        if owner.task == "regression":
-            sy, qy = owner._y[s_rows], owner._y[q_rows]
-        else:
-            # Rows are class-major (all of class 0, then class 1...), labels 0..n_way-1.
-            n_way = owner.n_way
-            sy = torch.arange(n_way).repeat_interleave(owner.k_shot).expand(num_tasks, -1)
-            qy = torch.arange(n_way).repeat_interleave(owner.k_query).expand(num_tasks, -1)
-            sy, qy = sy.clone(), qy.clone()
+        if classes:
             info["classes"] = torch.stack(classes)
+        sy, qy = kind.labels(owner, s_rows, q_rows)
         return TaskBatch.from_tensors(owner._x[s_rows], sy, owner._x[q_rows], qy, info=info)
 
     def __repr__(self) -> str:
@@ -245,14 +218,18 @@ class Grouped:
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         self.task = task
         self.n_way: int | None = None
+        self._kind: Regression | Classification
         if task == "classification":
             if n_way is None:
                 raise ValueError("task='classification' needs n_way (classes per task), e.g. 2")
             self.n_way = check_int("n_way", n_way, 2)
             if standardize_target:
                 raise ValueError("standardize_target is for regression targets only")
+            self._kind = Classification(self.k_shot, self.k_query, self.n_way)
         elif n_way is not None:
             raise ValueError("n_way is for task='classification'; leave it out for regression")
+        else:
+            self._kind = Regression(self.k_shot, self.k_query)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         self.seed = seed
@@ -280,11 +257,9 @@ class Grouped:
         order = np.argsort(group_of_row, kind="stable")
         bounds = np.searchsorted(group_of_row[order], np.arange(len(ids) + 1))
         self._rows = [torch.from_numpy(order[a:b].astype(np.int64)) for a, b in _pairwise(bounds)]
+        #: The class labels, sorted (classification); ``info["classes"]`` indexes this list.
         self.classes: list[Any] | None = None
-        if task == "classification":
-            classes, codes = _unique(y_np, f"the class labels (target {self.target_name!r})")
-            self.classes = classes
-            self._codes = codes
+        self._kind.prepare(self, y_np)
 
         assignment = self._assign(split, seed)
         #: The ids of the groups of every split, including the skipped ones.
@@ -309,7 +284,7 @@ class Grouped:
         self.feature_std = torch.as_tensor(std, dtype=dtype)
         self.target_mean: Tensor | None = None
         self.target_std: Tensor | None = None
-        if task == "regression":
+        if isinstance(self._kind, Regression):  # class labels are not standardised
             targets = [f"target {self.target_name!r}"]
             if y_np.shape[1] > 1:
                 targets = [f"target {self.target_name!r}[{j}]" for j in range(y_np.shape[1])]
@@ -406,15 +381,7 @@ class Grouped:
                 f"x must be [rows] or [rows, features], got shape {tuple(x_np.shape)}; "
                 "flatten each row's inputs into one feature vector"
             )
-        y_np = _to_numpy(y, "y")
-        if self.task == "regression":
-            y_np = _as_float(y_np, "y")
-            if y_np.ndim == 1:
-                y_np = y_np[:, None]
-            if y_np.ndim != 2:
-                raise ValueError(f"y must be [rows] or [rows, targets], got {tuple(y_np.shape)}")
-        elif y_np.ndim != 1:
-            raise ValueError(f"class labels y must be [rows], got shape {tuple(y_np.shape)}")
+        y_np = self._kind.targets(_to_numpy(y, "y"), self.target_name)
         g_np = _to_numpy(groups, "groups")
         if g_np.ndim != 1:
             raise ValueError(f"groups must be [rows] (one id per row), got {tuple(g_np.shape)}")
@@ -445,17 +412,6 @@ class Grouped:
             raise ValueError(
                 f"x has NaN or infinite values in {plural(int(bad.any(1).sum()), 'row')}: "
                 f"{columns}; drop or impute those rows (or leave the column out) first"
-            )
-        if self.task == "regression":
-            bad_y = ~np.isfinite(y_np).all(1)
-        elif y_np.dtype.kind == "f":
-            bad_y = np.isnan(y_np)
-        else:
-            bad_y = np.array([v is None for v in y_np.tolist()])
-        if bad_y.any():
-            raise ValueError(
-                f"target {self.target_name!r} has {plural(int(bad_y.sum()), 'row')} with a "
-                "missing, NaN or infinite value; drop those rows first"
             )
         if (g_np.dtype.kind == "f" and np.isnan(g_np).any()) or (
             g_np.dtype.kind == "O" and any(v is None for v in g_np.tolist())
@@ -544,46 +500,28 @@ class Grouped:
         return out
 
     def _find_usable(self, assignment: dict[str, list[int]]) -> dict[str, list[int]]:
-        need = self.k_shot + self.k_query
-        self._class_rows: dict[int, list[tuple[int, Tensor]]] = {}
+        #: group index -> what its tasks draw from (the rows, or the rows of each big class).
+        self._entries: dict[int, Any] = {}
         usable: dict[str, list[int]] = {name: [] for name in SPLITS}
         for name in SPLITS:
             for g in assignment[name]:
-                rows = self._rows[g]
-                if self.task == "regression":
-                    if len(rows) >= need:
-                        usable[name].append(g)
-                    else:
-                        self.skipped[self.group_ids[g]] = f"{name}: {plural(len(rows), 'row')}"
-                    continue
-                codes = self._codes[rows.numpy()]
-                per_class = [(int(c), rows[torch.from_numpy(codes == c)]) for c in np.unique(codes)]
-                big = [(c, r) for c, r in per_class if len(r) >= need]
-                if len(big) >= self.n_way:
-                    self._class_rows[g] = big
-                    usable[name].append(g)
+                entry, size = self._kind.entry(self._rows[g])
+                if entry is None:
+                    self.skipped[self.group_ids[g]] = f"{name}: {size}"
                 else:
-                    self.skipped[self.group_ids[g]] = (
-                        f"{name}: {plural(len(big), 'class')} with {need}+ rows"
-                    )
+                    self._entries[g] = entry
+                    usable[name].append(g)
         if self.skipped:
-            what = (
-                f"fewer than k_shot + k_query = {need} rows"
-                if self.task == "regression"
-                else f"fewer than n_way = {self.n_way} classes with k_shot + k_query = {need} "
-                "rows each"
-            )
             listed = [f"{g!r} ({why})" for g, why in self.skipped.items()]
             warn_user(
                 f"Grouped: skipped {len(self.skipped)} of {len(self.group_ids)} groups with "
-                f"{what}: {listing(listed, show=str)}. They are never "
+                f"{self._kind.too_small()}: {listing(listed, show=str)}. They are never "
                 "sampled (see .skipped); lower k_shot/k_query to keep them."
             )
         if not usable["train"]:
             raise ValueError(
                 f"none of the {len(assignment['train'])} meta-train groups can make a task "
-                f"(each has fewer than {'n_way classes with ' if self.n_way else ''}"
-                f"k_shot + k_query = {need} rows); lower k_shot or k_query"
+                f"(each has {self._kind.too_small()}); lower k_shot or k_query"
             )
         return usable
 
@@ -665,16 +603,6 @@ class Grouped:
 
 def _pairwise(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(values[:-1].tolist(), values[1:].tolist(), strict=True))
-
-
-def _unique(values: np.ndarray, name: str) -> tuple[list[Any], np.ndarray]:
-    try:
-        uniq, codes = np.unique(values, return_inverse=True)
-    except TypeError:
-        raise TypeError(
-            f"{name}: mixed kinds of values (e.g. numbers and text); make them all one kind"
-        ) from None
-    return uniq.tolist(), codes
 
 
 def _fit(values: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -87,8 +87,7 @@ class Sine:
             A :class:`TaskBatch` with ``x``/``y`` of shape ``[num_tasks, k, 1]`` and
             ``info["amplitude"]``, ``info["phase"]`` of shape ``[num_tasks]``.
         """
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, 1)
         amp = self._uniform((num_tasks,), self.amplitude, generator)
         phase = self._uniform((num_tasks,), self.phase, generator)
         sx = self._uniform((num_tasks, self.k_shot, 1), self.x_range, generator)

@@ -3,7 +3,6 @@
 from metalearn.training.checkpoint import load_checkpoint, save_checkpoint
 from metalearn.training.distributed import (
     DistributedError,
-    TaskStream,
     average_gradients,
     average_metrics,
     broadcast_parameters,
@@ -17,6 +16,7 @@ from metalearn.training.evaluate import Evaluation, evaluate, mean_ci95
 from metalearn.training.log import MetricsLog, read_metrics
 from metalearn.training.loop import train
 from metalearn.training.plot import plot_run
+from metalearn.training.task_stream import TaskStream
 from metalearn.training.trainer import DivergenceError, EvalProtocol, Trainer
 
 __all__ = [

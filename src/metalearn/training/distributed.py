@@ -12,7 +12,7 @@ The pieces, in the order a training loop uses them::
     info = init_distributed()                      # reads torchrun's RANK, WORLD_SIZE, ...
     learner.to(info.device)
     broadcast_parameters(learner)                  # every rank starts from rank 0's weights
-    stream = TaskStream(sampler, meta_batch_size=32, seed=0)
+    stream = TaskStream(sampler, meta_batch_size=32, seed=0)   # metalearn.training.task_stream
     for it in range(iterations):
         out = learner(stream.sample(it).to(info.device))   # this rank's shard of batch `it`
         optimizer.zero_grad(set_to_none=True)
@@ -24,51 +24,38 @@ The pieces, in the order a training loop uses them::
     cleanup()
 
 ``metalearn.train(..., distributed=True)`` does exactly this. See ``docs/distributed.md``.
+:class:`~metalearn.training.task_stream.TaskStream` lives in :mod:`metalearn.training.task_stream`,
+and :func:`~metalearn.training.launch.spawn` (a local launcher for tests and benchmarks) in
+:mod:`metalearn.training.launch`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as _mp
-import multiprocessing.connection as _mp_connection
 import os
-import pickle
-import socket
-import sys
-import time
-import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from metalearn.tasks.batch import TaskBatch, TaskSampler
-from metalearn.training.evaluate import sample_fixed
-
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DistributedError",
     "RankInfo",
-    "SpawnError",
-    "TaskStream",
     "average_gradients",
     "average_metrics",
     "barrier",
     "broadcast_parameters",
     "cleanup",
-    "free_port",
     "init_distributed",
     "is_distributed",
     "is_main_process",
     "local_rank",
     "rank",
-    "spawn",
-    "train_task_seed",
     "world_size",
 ]
 
@@ -81,21 +68,6 @@ _timeout: timedelta | None = None
 
 class DistributedError(RuntimeError):
     """A collective failed: another rank crashed, hung past the timeout or lost its connection."""
-
-
-class SpawnError(RuntimeError):
-    """One or more ranks started by :func:`spawn` failed.
-
-    Attributes:
-        errors: rank -> that rank's error (type, message and traceback).
-    """
-
-    def __init__(self, errors: dict[int, str]) -> None:
-        self.errors = dict(sorted(errors.items()))
-        lines = [f"{len(self.errors)} rank(s) failed:"]
-        for r, text in self.errors.items():
-            lines.append(f"--- rank {r} ---\n{text.rstrip()}")
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -161,7 +133,6 @@ def world_size() -> int:
 
 
 # TaskStream's arguments shadow the two functions above.
-_current_rank, _current_world_size = rank, world_size
 
 
 def local_rank() -> int:
@@ -428,247 +399,3 @@ def average_metrics(metrics: Mapping[str, Tensor | float]) -> dict[str, float]:
     if packed[-1].item() != check.item() * world_size():
         raise ValueError(f"ranks passed different metric names to average_metrics; here {names}")
     return dict(zip(names, (packed[:-1] / world_size()).tolist(), strict=True))
-
-
-# -- the task stream ----------------------------------------------------------------------------
-def train_task_seed(seed: int, iteration: int, index: int) -> int:
-    """Seed of task ``index`` of meta-batch ``iteration`` in the training stream.
-
-    A hash of ``(seed, iteration, index)``: independent of the world size, the batch
-    size of any other iteration, and of the evaluation task seeds.
-    """
-    text = f"metalearn.train:{seed}:{iteration}:{index}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
-
-
-class TaskStream:
-    """The meta-training task stream, cut into equal contiguous shards, one per rank.
-
-    Task ``j`` of meta-batch ``t`` is drawn with its own generator seeded by
-    :func:`train_task_seed` ``(seed, t, j)``, so the global meta-batch is the same for any
-    number of ranks, and resuming at iteration ``t`` needs no sampler state. Rank ``r`` of
-    ``W`` takes tasks ``r * B/W .. (r + 1) * B/W - 1``.
-
-    Args:
-        sampler: any task sampler (``sample(num_tasks, generator) -> TaskBatch``).
-        meta_batch_size: tasks per meta-update over all ranks; must divide by the world size.
-        seed: seed of the stream.
-        rank: this process's rank (default: from the process group, 0 if none).
-        world_size: number of ranks (default: from the process group, 1 if none).
-
-    Example:
-        >>> import metalearn as ml
-        >>> stream = TaskStream(ml.tasks.Sine(10, 10), meta_batch_size=4, rank=1, world_size=2)
-        >>> stream.sample(0).num_tasks          # tasks 2 and 3 of meta-batch 0
-        2
-    """
-
-    def __init__(
-        self,
-        sampler: TaskSampler,
-        meta_batch_size: int,
-        *,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        if not callable(getattr(sampler, "sample", None)):
-            raise TypeError(f"sampler must have a sample(num_tasks, generator) method: {sampler!r}")
-        size = _current_world_size() if world_size is None else world_size
-        me = _current_rank() if rank is None else rank
-        for name, value, low in (("meta_batch_size", meta_batch_size, 1), ("world_size", size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(me, bool) or not isinstance(me, int) or not 0 <= me < size:
-            raise ValueError(f"rank must be an int in [0, {size}), got {me!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        if meta_batch_size % size:
-            lower = max(size, meta_batch_size - meta_batch_size % size)
-            raise ValueError(
-                f"meta_batch_size={meta_batch_size} must be divisible by the world size {size} "
-                f"(every rank takes an equal share of the meta-batch); use e.g. {lower} or "
-                f"{lower + size}"
-            )
-        self.sampler = sampler
-        self.meta_batch_size = meta_batch_size
-        self.seed = seed
-        self.rank = me
-        self.world_size = size
-
-    @property
-    def local_batch_size(self) -> int:
-        """Tasks each rank computes per meta-update."""
-        return self.meta_batch_size // self.world_size
-
-    def indices(self, iteration: int) -> range:
-        """Indices within the global meta-batch of this rank's tasks (the same for every t)."""
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
-        start = self.rank * self.local_batch_size
-        return range(start, start + self.local_batch_size)
-
-    def sample(self, iteration: int) -> TaskBatch:
-        """This rank's share of meta-batch ``iteration``."""
-        seeds = [train_task_seed(self.seed, iteration, j) for j in self.indices(iteration)]
-        return sample_fixed(self.sampler, seeds)
-
-    def global_batch(self, iteration: int) -> TaskBatch:
-        """All ``meta_batch_size`` tasks of meta-batch ``iteration`` (every rank's shares)."""
-        self.indices(iteration)
-        seeds = [train_task_seed(self.seed, iteration, j) for j in range(self.meta_batch_size)]
-        return sample_fixed(self.sampler, seeds)
-
-    def __repr__(self) -> str:
-        return (
-            f"TaskStream({self.sampler!r}, meta_batch_size={self.meta_batch_size}, "
-            f"seed={self.seed}, rank={self.rank}, world_size={self.world_size})"
-        )
-
-
-# -- starting ranks from Python -------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (for a local rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn_entry(
-    fn: Callable[..., Any],
-    args: tuple,
-    env: dict[str, str],
-    backend: str | None,
-    timeout: timedelta,
-    num_threads: int | None,
-    report: Any,
-) -> None:
-    os.environ.update(env)
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        info = init_distributed(backend, timeout)
-        value = fn(info, *args)
-    except BaseException as error:
-        report.send((False, "".join(traceback.format_exception(error))))
-        report.close()
-        # Exit as an uncaught exception would, without leaving the process group: the other
-        # ranks must notice on their own.
-        sys.exit(1)
-    # Plain pickle copies tensors by value (torch's multiprocessing pickler would share their
-    # memory with this process, which is about to exit).
-    report.send((True, pickle.dumps(value)))
-    report.close()
-    cleanup()
-
-
-def spawn(
-    fn: Callable[..., Any],
-    world_size: int,
-    args: tuple = (),
-    *,
-    backend: str | None = "gloo",
-    timeout: float | timedelta = 60.0,
-    grace: float = 30.0,
-    num_threads: int | None = None,
-) -> list[Any]:
-    """Run ``fn(info, *args)`` in ``world_size`` fresh local processes joined in a process group.
-
-    The Python counterpart of ``torchrun --nproc_per_node world_size`` on one machine (used by
-    the tests and benchmarks): each process gets the torchrun environment (rendezvous on
-    127.0.0.1 at a free port), calls :func:`init_distributed` and then ``fn`` with its
-    :class:`RankInfo`. ``fn`` must be importable (defined at module level of an importable
-    module, not ``__main__`` of a ``python -c``); its return value must pickle.
-
-    Unlike ``torch.multiprocessing.spawn``, which stops every process at the first failure,
-    this waits (up to ``grace`` seconds) for the other ranks to fail on their own and reports
-    every rank's outcome, so one can check that a crash is detected by the survivors.
-
-    Args:
-        fn: the per-rank function.
-        world_size: number of processes.
-        args: extra arguments for ``fn`` (picklable).
-        backend: process-group backend (``"gloo"`` on CPU, ``None`` for the default).
-        timeout: process-group timeout in seconds (how long a rank waits for a failed peer).
-        grace: once a rank has failed, how long the others get to finish (they should fail
-            within ``timeout``) before they are terminated.
-        num_threads: ``torch.set_num_threads`` in each process (e.g. cores // world_size).
-
-    Returns:
-        ``fn``'s return values, by rank.
-
-    Raises:
-        SpawnError: some rank raised or died; ``.errors`` has every failed rank's traceback.
-
-    Example:
-        >>> def work(info):
-        ...     return info.rank
-        >>> spawn(work, 2)   # doctest: +SKIP
-        [0, 1]
-    """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    td = _as_timedelta(timeout)
-    context = _mp.get_context("spawn")
-    port = str(free_port())
-    processes, readers = [], []
-    for r in range(world_size):
-        env = {
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "RANK": str(r),
-            "WORLD_SIZE": str(world_size),
-            "LOCAL_RANK": str(r),
-            "LOCAL_WORLD_SIZE": str(world_size),
-        }
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_spawn_entry,
-            args=(fn, args, env, backend, td, num_threads, writer),
-            name=f"metalearn-rank{r}",
-        )
-        process.start()
-        writer.close()  # the child holds the only writer: its death reads as EOF here
-        processes.append(process)
-        readers.append(reader)
-    values: dict[int, bytes] = {}
-    errors: dict[int, str] = {}
-    pending = set(range(world_size))
-    deadline = None
-    try:
-        while pending:
-            wait_s = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            waitables = [readers[r] for r in pending] + [processes[r].sentinel for r in pending]
-            _mp_connection.wait(waitables, timeout=wait_s)
-            for r in sorted(pending):
-                if readers[r].poll():
-                    try:
-                        ok, payload = readers[r].recv()
-                    except EOFError:
-                        processes[r].join()
-                        ok, payload = False, f"died with exit code {processes[r].exitcode}"
-                    (values if ok else errors)[r] = payload
-                    pending.discard(r)
-                elif processes[r].exitcode is not None:
-                    errors[r] = f"died with exit code {processes[r].exitcode}"
-                    pending.discard(r)
-            if errors and deadline is None:
-                deadline = time.monotonic() + grace
-            if deadline is not None and pending and time.monotonic() >= deadline:
-                for r in pending:
-                    errors[r] = (
-                        f"still running {grace:g} s after rank(s) {sorted(set(errors) - pending)} "
-                        "failed; terminated"
-                    )
-                break
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join()
-        for reader in readers:
-            reader.close()
-    if errors:
-        raise SpawnError(errors)
-    return [pickle.loads(values[r]) for r in range(world_size)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metalearn._checks import check_int
 from metalearn.algorithms.base import Learner
 from metalearn.tasks.batch import TaskBatch, TaskSampler
 from metalearn.training.metrics import check_metrics, ranking_metrics
@@ -128,10 +129,8 @@ def evaluate(
         ...                  metrics=("roc_auc", "pr_auc"))  # doctest: +SKIP
         >>> ev.summary("roc_auc")  # doctest: +SKIP
     """
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int("num_tasks", num_tasks, 1)
+    check_int("batch_size", batch_size, 1)
     if steps is None:
         steps = [learner.inner_steps]
     elif isinstance(steps, int):

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from metalearn._checks import check_int
 from metalearn.algorithms.base import Learner
 from metalearn.runtime import tune_cpu_allocator
 from metalearn.tasks.batch import TaskBatch, TaskSampler
@@ -40,6 +41,7 @@ from metalearn.training.checkpoint import (
 )
 from metalearn.training.evaluate import Evaluation, evaluate
 from metalearn.training.log import MetricsLog
+from metalearn.training.task_stream import TaskStream
 
 __all__ = ["BEST_FILE", "CHECKPOINT_FILE", "DivergenceError", "EvalProtocol", "Trainer"]
 
@@ -118,12 +120,6 @@ class EvalProtocol:
             learner.train(was_training)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def _summary_record(result: Evaluation, steps: int | None = None) -> dict[str, float]:
     steps = result.steps[-1] if steps is None else steps
     record: dict[str, Any] = {"steps": steps, "num_tasks": result.num_tasks}
@@ -188,7 +184,7 @@ class Trainer:
             group (``docs/distributed.md``). ``None`` (default) turns it on when a process group
             is running. When on: rank 0's weights are broadcast at the start, each rank trains
             on its share of meta-batch ``t`` of the rank-invariant
-            :class:`~metalearn.training.distributed.TaskStream` (so 1 and N ranks, and a resumed
+            :class:`~metalearn.training.task_stream.TaskStream` (so 1 and N ranks, and a resumed
             run, see the same tasks), gradients and metrics are averaged across ranks, and only
             rank 0 writes files and shows progress. ``True`` without a process group runs the
             same task stream in one process.
@@ -250,10 +246,10 @@ class Trainer:
             )
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch optimizer, got {type(optimizer).__name__}")
-        self.iterations = _positive_int("iterations", iterations)
-        self.meta_batch_size = _positive_int("meta_batch_size", meta_batch_size)
-        self.validate_every = _positive_int("validate_every", validate_every)
-        self.checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+        self.iterations = check_int("iterations", iterations, 1)
+        self.meta_batch_size = check_int("meta_batch_size", meta_batch_size, 1)
+        self.validate_every = check_int("validate_every", validate_every, 1)
+        self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
             raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
         if amp_dtype not in (torch.float16, torch.bfloat16):
@@ -279,7 +275,7 @@ class Trainer:
         self.restore_best = restore_best
         self.distributed = dist.is_distributed() if distributed is None else bool(distributed)
         if self.distributed:
-            stream = dist.TaskStream(sampler, meta_batch_size, seed=seed)
+            stream = TaskStream(sampler, meta_batch_size, seed=seed)
             # Meta-batch t depends only on (seed, t): nothing to checkpoint, exact on resume.
             sample_batch = sample_batch or (lambda s, n, g: stream.sample(self.iteration))
             reduce_gradients = reduce_gradients or dist.average_gradients
