@@ -213,10 +213,41 @@ def test_autocast(dtype):
     assert relative_error(grads[0], grads[1]) < 1e-2
 
 
-def test_not_used_without_gradients_under_vmap_or_when_switched_off():
-    learner, batch = build("MAML", "mlp", vectorize="vmap")
-    assert not learner._wants_per_task(batch)
-    learner.vectorize = "loop"
+@pytest.mark.parametrize("name", ALL)
+def test_vmap_meta_gradient_in_the_forward_equals_the_whole_graphs(float64, name):
+    in_forward, batch = build(name, "mlp", vectorize="vmap")
+    whole, _ = build(name, "mlp", vectorize="vmap")
+    whole.per_task_gradients = False
+    assert in_forward._wants_per_task(batch) and in_forward.use_vmap(batch)
+    loss, gradient = meta_gradient(in_forward, batch)
+    loss_whole, gradient_whole = meta_gradient(whole, batch)
+    assert loss.item() == loss_whole.item()
+    assert relative_error(gradient, gradient_whole) < 1e-13
+
+
+def test_small_problems_take_their_meta_gradient_on_one_thread():
+    learner, batch = build("MAML", "mlp")
+    conv, conv_batch = build("MAML", "conv")
+    assert learner._meta_gradient_threads(batch) == 1
+    assert conv._meta_gradient_threads(conv_batch) is None  # convolutions: torch's setting
+    seen = []
+    learner.loss = lambda p, y: (seen.append(torch.get_num_threads()), F.mse_loss(p, y))[1]
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        learner(batch).loss.backward()
+        assert torch.get_num_threads() == 2 and set(seen) == {1}
+        learner.cpu_threads = 2
+        assert learner._meta_gradient_threads(batch) == 2
+        learner.cpu_threads = 0
+        with pytest.raises(ValueError, match="cpu_threads"):
+            learner(batch)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_not_used_without_gradients_or_when_switched_off():
+    learner, batch = build("MAML", "mlp", vectorize="loop")
     assert learner._wants_per_task(batch)
     with torch.no_grad():
         assert not learner._wants_per_task(batch)

@@ -16,7 +16,9 @@ does), so a task's backward never reaches the real parameters: their hooks, DDP'
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,7 +26,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.stateless import _reparametrize_module
 
-__all__ = ["PrecomputedGradient", "per_task_meta_loss"]
+from metalearn.algorithms.inner import map_tasks
+
+__all__ = ["PrecomputedGradient", "intra_op_threads", "per_task_meta_loss"]
 
 _TWICE = (
     "this meta-loss was differentiated per task in the forward (the learner's per-task "
@@ -68,16 +72,20 @@ def _scaled(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
     return (None, None, None, *(None if g is None else grad_output * g for g in grads))
 
 
-def per_task_meta_loss(learner: Any, batch: Any) -> tuple[Tensor, dict[str, Tensor]] | None:
-    """The learner's meta-loss (mean over tasks), each task's meta-gradient finished in turn.
+def per_task_meta_loss(
+    learner: Any, batch: Any, vectorize: bool
+) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """The learner's meta-loss (mean over tasks) with its meta-gradient finished in the forward.
 
-    Returns ``(loss, metrics)`` as the looped ``Learner._meta_loss`` does, the same numbers
-    (gradients to float rounding: the tasks' gradients are summed in task order rather than
-    in autograd's order); only one task's graph is alive at a time. Returns ``None`` when the
-    meta-loss also depends on a tensor that requires grad but is not one of the learner's
-    parameters (a learnable loss weight captured by the loss function, or a tensor computed
-    from the parameters before the call): its gradient can only come from the whole graph,
-    which the caller then builds as before.
+    Looped (``vectorize=False``), each task's meta-gradient is taken before the next task
+    runs, so only one task's graph is alive at a time; vectorised, the batch is one ``vmap``
+    computation and its meta-gradient is taken at once. Returns ``(loss, metrics)`` as
+    ``Learner._meta_loss`` does, the same numbers (looped, gradients to float rounding: the
+    tasks' gradients are summed in task order rather than in autograd's). Returns ``None``
+    when the meta-loss also depends on a tensor that requires grad but is not one of the
+    learner's parameters (a learnable loss weight captured by the loss function, or a tensor
+    computed from the parameters before the call): its gradient can only come from the whole
+    graph, which the caller then builds as before.
     """
     named = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
     stand_ins = {n: p.detach().requires_grad_() for n, p in named}
@@ -88,22 +96,19 @@ def per_task_meta_loss(learner: Any, batch: Any) -> tuple[Tensor, dict[str, Tens
     rows: list[dict[str, Tensor]] = []
     with _reparametrize_module(learner, stand_ins):
         params = learner.params()
-        for task in batch:
-            loss, metrics = learner.task_loss(params, task.support, task.query)
-            if loss.requires_grad:
-                if _reaches_foreign_leaf(loss, own):
+        for objective, seed, loss, metrics in _parts(learner, params, batch, vectorize):
+            if objective.requires_grad:
+                if _reaches_foreign_leaf(objective, own):
                     return None
-                # d(mean)/d(loss_t), as the mean's backward hands it to each task.
-                seed = torch.ones_like(loss) / batch.num_tasks
-                grads = torch.autograd.grad(loss, inputs, seed, allow_unused=True)
+                grads = torch.autograd.grad(objective, inputs, seed, allow_unused=True)
                 total = [
                     g if t is None else t if g is None else t + g
                     for t, g in zip(total, grads, strict=True)
                 ]
-            losses.append(loss.detach())
-            rows.append({k: v.detach() for k, v in metrics.items()})
-    metrics = {k: torch.stack([r[k] for r in rows]).mean() for k in rows[0]} if rows else {}
-    mean = torch.stack(losses).mean()
+            losses.append(loss)
+            rows.append(metrics)
+    metrics = {k: torch.cat([r[k] for r in rows]).mean() for k in rows[0]}
+    mean = torch.cat(losses).mean()
     # Only parameters the meta-loss reaches become inputs of the node: the others keep
     # .grad None (optimizers skip them) and DDP's unused-parameter search sees the truth.
     connected = [(p, g) for (_, p), g in zip(named, total, strict=True) if g is not None]
@@ -113,6 +118,27 @@ def per_task_meta_loss(learner: Any, batch: Any) -> tuple[Tensor, dict[str, Tens
         mean, tuple(g for _, g in connected), True, *(p for p, _ in connected)
     )
     return loss, metrics
+
+
+def _parts(learner: Any, params: dict, batch: Any, vectorize: bool) -> Iterator[tuple]:
+    """``(objective, seed, detached losses [k], metrics {name: [k]})`` per part of the batch:
+    the whole batch under ``vmap``, else one task at a time; ``seed`` is d(mean)/d(objective),
+    what the mean's backward would hand the objective."""
+    if vectorize:
+        losses, metrics = map_tasks(
+            lambda s, q: learner.task_loss(params, s, q), batch, vectorize=True
+        )
+        mean = losses.mean()
+        yield mean, torch.ones_like(mean), losses.detach(), _detached(metrics)
+        return
+    for task in batch:
+        loss, metrics = learner.task_loss(params, task.support, task.query)
+        seed = torch.ones_like(loss) / batch.num_tasks
+        yield loss, seed, loss.detach().reshape(1), _detached(metrics)
+
+
+def _detached(metrics: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().reshape(-1) for k, v in metrics.items()}
 
 
 def _reaches_foreign_leaf(loss: Tensor, own: set[int]) -> bool:
@@ -148,3 +174,17 @@ def warn_foreign(learner: Any) -> None:
         "learner.per_task_gradients = False to silence this",
         stacklevel=4,
     )
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run the block on ``count`` torch intra-op threads (``None``: unchanged), then restore."""
+    old = torch.get_num_threads()
+    if count is None or count == old:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

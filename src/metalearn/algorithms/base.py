@@ -72,24 +72,27 @@ class Learner(nn.Module):
     schedule). Calling the learner on a batch maps :meth:`task_loss` over its tasks (a Python
     loop, or ``torch.func.vmap``) and averages.
 
-    In a loop over tasks with gradients enabled (the CPU default for conv models, and
-    ``vectorize="loop"``), each task's meta-gradient is finished before the next task starts
-    and ``out.loss.backward()`` hands their sum to the parameters through one autograd node,
-    so memory is one task's graph whatever the meta-batch. The gradients are those of the
-    whole graph (to float rounding, tested for every learner); ``.grad``, parameter hooks,
-    gradient clipping, ``torch.autograd.grad(out.loss, ...)``, AMP and distributed gradient
-    averaging work as before. Differences: ``out.loss`` cannot be differentiated twice
-    (``create_graph=True`` raises); float16 autocast, and a meta-loss that depends on a tensor
-    that requires grad outside the learner (a learnable loss weight captured by the loss
-    function; a warning says so), keep the whole graph as before. Set
-    ``learner.per_task_gradients = False`` to always keep the whole graph until
-    ``backward()``.
+    A training call (gradients enabled) takes the meta-gradient in the forward: in a loop
+    over tasks (the CPU default for conv models, and ``vectorize="loop"``) each task's
+    meta-gradient is finished before the next task starts, so memory is one task's graph
+    whatever the meta-batch; under ``vmap`` the batch is one computation and its gradient is
+    taken at once. ``out.loss.backward()`` then hands the result to the parameters through
+    one autograd node. The gradients are those of the whole graph (to float rounding, tested
+    for every learner); ``.grad``, parameter hooks, gradient clipping,
+    ``torch.autograd.grad(out.loss, ...)``, AMP and distributed gradient averaging work as
+    before. Differences: ``out.loss`` cannot be differentiated twice (``create_graph=True``
+    raises); float16 autocast, and a meta-loss that depends on a tensor that requires grad
+    outside the learner (a learnable loss weight captured by the loss function; a warning says
+    so), keep the whole graph as before. On CPU, a small problem (no convolution, parameters
+    x examples of the batch up to 4M, e.g. the sine MLP) takes its meta-gradient on one
+    intra-op thread, restored afterwards: thread hand-offs cost more than such work.
 
     Attributes:
-        per_task_gradients: finish each task's meta-gradient before the next task on the
-            looped path (default ``True``); ``False`` keeps every task's graph until
-            ``backward()`` (memory grows with the meta-batch; needed to differentiate the
-            meta-loss twice).
+        per_task_gradients: take the meta-gradient in the forward as above (default
+            ``True``); ``False`` keeps every task's graph until ``backward()`` (memory grows
+            with the meta-batch; needed to differentiate the meta-loss twice).
+        cpu_threads: intra-op threads for that meta-gradient on CPU: ``"auto"`` (default:
+            one for small problems, else torch's setting) or a number.
 
     Args:
         model: the network; its parameters are the meta-parameters phi. Plain
@@ -145,6 +148,7 @@ class Learner(nn.Module):
         self._compile_options: dict[str, Any] | None = None
         self._compiled: Any = None  # built on first use, never pickled (see __getstate__)
         self.per_task_gradients = True
+        self.cpu_threads: int | str = "auto"
         self._foreign_inputs: tuple | None = None
 
     # -- pieces subclasses configure ---------------------------------------------------------
@@ -196,9 +200,14 @@ class Learner(nn.Module):
 
     def _meta_loss(self, batch: TaskBatch) -> MetaOutput:
         if self._wants_per_task(batch):
-            from metalearn.algorithms._meta_gradient import per_task_meta_loss, warn_foreign
+            from metalearn.algorithms._meta_gradient import (
+                intra_op_threads,
+                per_task_meta_loss,
+                warn_foreign,
+            )
 
-            done = per_task_meta_loss(self, batch)
+            with intra_op_threads(self._meta_gradient_threads(batch)):
+                done = per_task_meta_loss(self, batch, self.use_vmap(batch))
             if done is not None:
                 return MetaOutput(*done)
             # The meta-loss reaches a tensor outside the learner: remember it for these
@@ -212,14 +221,14 @@ class Learner(nn.Module):
         return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
 
     def _wants_per_task(self, batch: TaskBatch) -> bool:
-        # Per-task meta-gradients serve the looped path of a training forward. Under vmap the
-        # tasks are one computation; inside a torch.func transform (the compiled function's
-        # trace) the transform takes the gradient; without gradients there is none to take.
-        # Float16 autocast keeps the whole graph: its loss scale, known only at backward(),
-        # must reach the half-precision backward of every task.
+        # The meta-gradient is taken in the forward of a training call: per task on the
+        # looped path, for the whole batch under vmap. Inside a torch.func transform (the
+        # compiled function's trace) the transform takes the gradient; without gradients there
+        # is none to take. Float16 autocast keeps the whole graph: its loss scale, known only
+        # at backward(), must reach the half-precision backward of every task.
         if not self.per_task_gradients or not torch.is_grad_enabled():
             return False
-        if under_functorch_transform() or self.use_vmap(batch):
+        if under_functorch_transform():
             return False
         if self._foreign_inputs is not None and self._foreign_inputs == self._connectivity_key():
             return False
@@ -227,6 +236,18 @@ class Learner(nn.Module):
         if _autocast_enabled(device) and _autocast_dtype(device) == torch.float16:
             return False
         return any(p.requires_grad for p in self.parameters())
+
+    def _meta_gradient_threads(self, batch: TaskBatch) -> int | None:
+        # Intra-op threads for the meta-gradient (None: torch's setting). Tiny tensors (the
+        # sine MLP) run faster on one thread: thread hand-offs cost more than the work, and
+        # on a busy machine a second thread that is descheduled stalls every op.
+        if self.cpu_threads != "auto":
+            return check_int("cpu_threads", self.cpu_threads, 1)
+        if batch.support.x.device.type != "cpu" or _has_conv(self.model):
+            return None
+        examples = batch.num_tasks * (batch.support.x.shape[1] + batch.query.x.shape[1])
+        size = sum(p.numel() for p in self.parameters())
+        return 1 if size * examples <= _SMALL_WORK else None
 
     def _connectivity_key(self) -> tuple:
         # What decides which parameters the meta-loss depends on; the compiled path checks
@@ -371,6 +392,7 @@ class Learner(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Learners pickled before per-task meta-gradients existed get the default.
         state.setdefault("per_task_gradients", True)
+        state.setdefault("cpu_threads", "auto")
         state.setdefault("_foreign_inputs", None)
         super().__setstate__(state)
 
@@ -391,6 +413,16 @@ class Learner(nn.Module):
             f"first_order={self.first_order}, vectorize={self.vectorize!r}, "
             f"backend={self.backend!r}{compiled}"
         )
+
+
+# Parameters x examples of a batch up to which the CPU meta-gradient runs on one thread: the
+# sine MLP (1,761 parameters, 25 tasks of 20 points: 0.9M) ran 1.2x faster on one thread than
+# on two on a quiet 2-core machine, and several times faster on a busy one.
+_SMALL_WORK = 2**22
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype:
