@@ -30,7 +30,7 @@ import tempfile
 import time
 import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -200,7 +200,17 @@ EXTRA_WORKLOADS = {w.name: w for w in (CONV_SMALL, SMOKE)}
 
 
 class Implementation:
+    """One row: a way to put a batch's meta-gradient into ``.grad``.
+
+    Peers compute one task's query loss at a time (:meth:`task_losses`). In their users'
+    idiom (``one_backward=False``; learn2learn's and higher's own examples) each task's loss is
+    backpropagated inside the task loop, which frees that task's graph before the next; with
+    ``one_backward=True`` the losses are averaged and backpropagated once after all tasks
+    (every task's graph alive until then), labelled ``/one-backward``.
+    """
+
     name = ""
+    one_backward = True
 
     def __init__(self, workload: Workload, device: torch.device) -> None:
         self.workload = workload
@@ -210,8 +220,24 @@ class Implementation:
         """The module whose parameters are the meta-parameters (what the optimizer updates)."""
         raise NotImplementedError
 
-    def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
+    def task_losses(self, batch: ml.tasks.TaskBatch) -> Iterator[Tensor]:
+        """Each task's query loss after adaptation, one at a time."""
         raise NotImplementedError
+
+    def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
+        """The mean of the task losses, every task's graph alive."""
+        total = 0.0
+        for loss in self.task_losses(batch):
+            total = total + loss
+        return total / batch.num_tasks
+
+    def step(self, batch: ml.tasks.TaskBatch) -> None:
+        """The batch's meta-gradient (of the mean task loss) into ``.grad``, as its users do."""
+        if self.one_backward:
+            self.meta_loss(batch).backward()
+            return
+        for loss in self.task_losses(batch):
+            (loss / batch.num_tasks).backward()
 
     def prepare(self, batch: ml.tasks.TaskBatch) -> None:
         """One-off work before anything is measured (compiling)."""
@@ -236,19 +262,39 @@ def build(workload: Workload, device: torch.device, reference: bool) -> nn.Modul
 
 
 class Metalearn(Implementation):
+    """``ml.MAML``: ``learner(batch).loss.backward()``.
+
+    ``own_model``: on the user's plain ``nn.Module`` (:meth:`Workload.reference_model`)
+    instead of ``ml.models.Conv4``. ``whole_graph``: ``per_task_gradients = False`` (every
+    task's graph kept until ``backward()``, the looped path before per-task meta-gradients).
+    """
+
     def __init__(
-        self, workload: Workload, device: torch.device, vectorize: str, compile: bool = False
+        self,
+        workload: Workload,
+        device: torch.device,
+        vectorize: str,
+        compile: bool = False,
+        own_model: bool = False,
+        whole_graph: bool = False,
     ) -> None:
         super().__init__(workload, device)
         self.name = "metalearn" if vectorize == "auto" else f"metalearn-{vectorize}"
         self.compiled = compile
         self.learner = ml.MAML(
-            build(workload, device, reference=False),
+            build(workload, device, reference=own_model),
             workload.loss,
             workload.inner_lr,
             workload.inner_steps,
             vectorize=vectorize,
         )
+        if own_model:
+            self.name += "+own-model"
+            self.how = "the user's plain nn.Module; ml.MAML swaps nn.MaxPool2d(2) for MaxPool2x2"
+        if whole_graph:
+            self.learner.per_task_gradients = False
+            self.name += "/one-backward"
+            self.how = "per_task_gradients=False: every task's graph kept until backward()"
         if compile:
             # On CUDA the compiled step is also replayed as a CUDA graph.
             mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -267,24 +313,38 @@ class Metalearn(Implementation):
     def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
         return self.learner(batch).loss
 
+    def step(self, batch: ml.tasks.TaskBatch) -> None:
+        self.learner(batch).loss.backward()
+
+
+def _suffix(one_backward: bool) -> str:
+    return "/one-backward" if one_backward else ""
+
 
 class AutogradLoop(Implementation):
     """The per-task loop most MAML code uses (learn2learn's pattern, written out): for every
     task, a fresh set of fast weights, ``torch.autograd.grad(create_graph=True)`` and an SGD
     update per inner step, then the query loss."""
 
-    def __init__(self, workload: Workload, device: torch.device, metalearn_model: bool) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        device: torch.device,
+        metalearn_model: bool,
+        one_backward: bool = False,
+    ) -> None:
         super().__init__(workload, device)
         self.name = "autograd-loop+metalearn-model" if metalearn_model else "autograd-loop"
+        self.name += _suffix(one_backward)
+        self.one_backward = one_backward
         self.net = build(workload, device, reference=not metalearn_model)
 
     def model(self) -> nn.Module:
         return self.net
 
-    def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
+    def task_losses(self, batch: ml.tasks.TaskBatch) -> Iterator[Tensor]:
         w = self.workload
         params = dict(self.net.named_parameters())
-        total = 0.0
         for task in batch:
             fast = params
             for _ in range(w.inner_steps):
@@ -294,17 +354,19 @@ class AutogradLoop(Implementation):
                     k: v - w.inner_lr * g for (k, v), g in zip(fast.items(), grads, strict=True)
                 }
             prediction = functional_call(self.net, fast, (task.query.x,))
-            total = total + w.loss(prediction, task.query.y)
-        return total / batch.num_tasks
+            yield w.loss(prediction, task.query.y)
 
 
 class Higher(Implementation):
-    name = "higher"
+    """higher's MAML example (examples/maml-omniglot.py): ``innerloop_ctx`` per task and the
+    query loss's ``backward()`` inside it, per task."""
 
-    def __init__(self, workload: Workload, device: torch.device) -> None:
+    def __init__(self, workload: Workload, device: torch.device, one_backward: bool = False):
         super().__init__(workload, device)
         import higher
 
+        self.name = "higher" + _suffix(one_backward)
+        self.one_backward = one_backward
         self.higher = higher
         self.net = build(workload, device, reference=True)
         self.inner_opt = torch.optim.SGD(self.net.parameters(), lr=workload.inner_lr)
@@ -312,17 +374,15 @@ class Higher(Implementation):
     def model(self) -> nn.Module:
         return self.net
 
-    def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
+    def task_losses(self, batch: ml.tasks.TaskBatch) -> Iterator[Tensor]:
         w = self.workload
-        total = 0.0
         for task in batch:
             with self.higher.innerloop_ctx(
                 self.net, self.inner_opt, copy_initial_weights=False
             ) as (fnet, diffopt):
                 for _ in range(w.inner_steps):
                     diffopt.step(w.loss(fnet(task.support.x), task.support.y))
-                total = total + w.loss(fnet(task.query.x), task.query.y)
-        return total / batch.num_tasks
+                yield w.loss(fnet(task.query.x), task.query.y)
 
 
 def import_learn2learn_maml() -> tuple[type, str]:
@@ -362,36 +422,52 @@ def import_learn2learn_maml() -> tuple[type, str]:
 
 
 class Learn2learn(Implementation):
-    name = "learn2learn"
+    """learn2learn's MAML examples (examples/vision/maml_miniimagenet.py): per task,
+    ``maml.clone()``, ``adapt`` per step, ``evaluation_error.backward()`` inside the task loop,
+    then every ``.grad`` scaled by 1 / meta-batch."""
 
-    def __init__(self, workload: Workload, device: torch.device) -> None:
+    def __init__(self, workload: Workload, device: torch.device, one_backward: bool = False):
         super().__init__(workload, device)
         maml_class, self.how = import_learn2learn_maml()
+        self.name = "learn2learn" + _suffix(one_backward)
+        self.one_backward = one_backward
         self.maml = maml_class(build(workload, device, reference=True), lr=workload.inner_lr)
 
     def model(self) -> nn.Module:
         return self.maml
 
-    def meta_loss(self, batch: ml.tasks.TaskBatch) -> Tensor:
+    def task_losses(self, batch: ml.tasks.TaskBatch) -> Iterator[Tensor]:
         w = self.workload
-        total = 0.0
         for task in batch:
             learner = self.maml.clone()
             for _ in range(w.inner_steps):
                 learner.adapt(w.loss(learner(task.support.x), task.support.y))
-            total = total + w.loss(learner(task.query.x), task.query.y)
-        return total / batch.num_tasks
+            yield w.loss(learner(task.query.x), task.query.y)
+
+    def step(self, batch: ml.tasks.TaskBatch) -> None:
+        if self.one_backward:
+            super().step(batch)
+            return
+        for loss in self.task_losses(batch):
+            loss.backward()
+        for p in self.maml.parameters():
+            p.grad.data.mul_(1.0 / batch.num_tasks)
 
 
 IMPLEMENTATIONS: dict[str, Callable[[Workload, torch.device], Implementation]] = {
     "metalearn": lambda w, d: Metalearn(w, d, "auto"),
+    "metalearn+own-model": lambda w, d: Metalearn(w, d, "auto", own_model=True),
+    "metalearn/one-backward": lambda w, d: Metalearn(w, d, "auto", whole_graph=True),
     "metalearn-loop": lambda w, d: Metalearn(w, d, "loop"),
     "metalearn-vmap": lambda w, d: Metalearn(w, d, "vmap"),
     "metalearn+compile": lambda w, d: Metalearn(w, d, "auto", compile=True),
     "autograd-loop": lambda w, d: AutogradLoop(w, d, metalearn_model=False),
+    "autograd-loop/one-backward": lambda w, d: AutogradLoop(w, d, False, one_backward=True),
     "autograd-loop+metalearn-model": lambda w, d: AutogradLoop(w, d, metalearn_model=True),
     "higher": Higher,
+    "higher/one-backward": lambda w, d: Higher(w, d, one_backward=True),
     "learn2learn": Learn2learn,
+    "learn2learn/one-backward": lambda w, d: Learn2learn(w, d, one_backward=True),
 }
 PEERS = ("higher", "learn2learn", "autograd-loop")
 # On CPU, metalearn's training path tunes glibc's allocator (ml.tune_cpu_allocator: freed
@@ -426,6 +502,8 @@ def default_implementations(workload: Workload, device: torch.device) -> list[st
         names.remove("metalearn-vmap")
     if workload.kind == "sine":
         names.remove("autograd-loop+metalearn-model")  # the same MLP class either way
+        names.remove("metalearn+own-model")
+        names.remove("metalearn/one-backward")  # vmap: one graph for the batch either way
     else:
         # Compiling a Conv-4 step takes minutes (~2.5 on 2 CPU cores, twice: gradient check and
         # timing); ask for it with --impls (gpu.sh does, in a stage of its own).
@@ -473,7 +551,7 @@ def meta_gradient(impl: Implementation, batch: ml.tasks.TaskBatch) -> dict[str, 
     """The meta-gradient at the initial parameters, in the metalearn model's parameter order."""
     model = impl.model()
     model.zero_grad(set_to_none=True)
-    impl.meta_loss(batch).backward()
+    impl.step(batch)
     grads = {f"{i}": p.grad.detach().cpu().clone() for i, p in enumerate(model.parameters())}
     model.zero_grad(set_to_none=True)
     return grads
@@ -489,7 +567,7 @@ def time_steps(
     for i in range(warmup + reps):
         _synchronize(impl.device)
         start = time.perf_counter()
-        impl.meta_loss(batch).backward()
+        impl.step(batch)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _synchronize(impl.device)
@@ -563,7 +641,7 @@ def leak_check(impl: Implementation, batch: ml.tasks.TaskBatch, steps: int) -> l
     every = max(1, steps // 10)
     samples = []
     for i in range(1, steps + 1):
-        impl.meta_loss(batch).backward()
+        impl.step(batch)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i % every == 0:
@@ -662,7 +740,7 @@ def benchmark_workload(args: argparse.Namespace, workload: Workload, out: Callab
         for name in names:
             if split_name(name)[0] != name:
                 continue  # the same code as its untuned row
-            grad_file = os.path.join(tmp, f"{name}.pt")
+            grad_file = os.path.join(tmp, f"{name.replace('/', '_')}.pt")
             checked = run_in_child(args, workload.name, name, grad_out=grad_file)
             if "skipped" not in checked:
                 gradients[name] = torch.load(grad_file)
@@ -670,13 +748,23 @@ def benchmark_workload(args: argparse.Namespace, workload: Workload, out: Callab
             errors[name] = compare_gradients(gradients["metalearn"], grads, name, rtol=1e-6)
     print(f"  {workload.name}: meta-gradients agree (float64): {errors}", file=sys.stderr)
     results: dict[str, dict] = {}
-    for name in names:
-        quick = scaled(workload, args.quick)
-        result = run_in_child(args, workload.name, name, reps=quick.reps, warmup=quick.warmup)
-        if split_name(name)[0] in errors:
-            result["grad_error"] = errors[split_name(name)[0]]
-        results[name] = result
-        print(f"  {workload.name}/{name}: {_summary(result, workload)}", file=sys.stderr)
+    quick = scaled(workload, args.quick)
+    # Rounds of every implementation in turn (fresh processes each): on a shared machine the
+    # load drifts, and alternating spreads it over all rows instead of a few.
+    rounds = max(1, args.rounds)
+    reps = max(1, -(-quick.reps // rounds))
+    for round_index in range(rounds):
+        for name in names:
+            result = run_in_child(args, workload.name, name, reps=reps, warmup=quick.warmup)
+            if name not in results or "skipped" in result:
+                results[name] = result
+            else:
+                results[name]["times"] += result["times"]
+                results[name]["peak_mib"] = max(results[name]["peak_mib"], result["peak_mib"])
+            if split_name(name)[0] in errors:
+                results[name]["grad_error"] = errors[split_name(name)[0]]
+            summary = _summary(results[name], workload)
+            print(f"  {workload.name}/{name} (round {round_index + 1}): {summary}", file=sys.stderr)
     out(f"\n### {workload.title}\n")
     out(table_rows(results, workload))
     return results
@@ -747,17 +835,70 @@ def cost_curves(args: argparse.Namespace, out: Callable) -> None:
         )
 
 
+MEMORY_BATCHES = (1, 4, 16, 32)
+
+
+def memory_implementations(workload: Workload, device: torch.device) -> list[str]:
+    """The rows of the memory curve: every default row but the allocator-tuned duplicates."""
+    return [n for n in default_implementations(workload, device) if not n.endswith(TUNED)]
+
+
+def memory_curve(args: argparse.Namespace, workload: Workload, out: Callable) -> None:
+    """Peak memory of one meta-training step against the meta-batch, for every row.
+
+    One fresh process per point, one step (its peak is the step's). A point whose projected
+    peak (linear in the meta-batch from the last two points measured) exceeds
+    ``--memory-limit-mib`` is not run, so that a shared machine is not driven out of memory.
+    """
+    device = torch.device(args.device)
+    names = args.impls or memory_implementations(workload, device)
+    kind = "allocated" if device.type == "cuda" else "peak RSS"
+    out(f"\n### Peak memory (MiB, {kind}) vs meta-batch: {workload.title}\n")
+    out(
+        "Each cell: the step's peak, and in brackets its growth over the process before the "
+        "step (model, optimizer and the task batch's tensors already allocated). One step, "
+        "one fresh process per cell; '-' = not run (projected over the limit)."
+    )
+    header = " | ".join(f"meta-batch {b}" for b in MEMORY_BATCHES)
+    out(f"\n| implementation | {header} | peak 32 / peak 1 |")
+    out("|---|" + "---:|" * (len(MEMORY_BATCHES) + 1))
+    for name in names:
+        cells, peaks = [], {}
+        for meta_batch in MEMORY_BATCHES:
+            known = sorted(peaks.items())
+            if len(known) >= 2:
+                (b0, m0), (b1, m1) = known[-2:]
+                projected = m1 + (m1 - m0) / (b1 - b0) * (meta_batch - b1)
+                if projected > args.memory_limit_mib:
+                    cells.append(f"- (~{projected:,.0f})")
+                    continue
+            result = run_in_child(
+                args, workload.name, name, meta_batch=meta_batch, reps=1, warmup=0
+            )
+            if "skipped" in result:
+                cells = [result["skipped"]] + [""] * (len(MEMORY_BATCHES) - 1)
+                break
+            peaks[meta_batch] = result["peak_mib"]
+            growth = result["peak_mib"] - result["before_mib"]
+            cells.append(f"{result['peak_mib']:,.0f} (+{growth:,.0f})")
+            print(f"  memory {workload.name}/{name}/{meta_batch}: {cells[-1]}", file=sys.stderr)
+        ratio = f"{peaks[32] / peaks[1]:.2f}x" if 32 in peaks and 1 in peaks else "-"
+        out(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+
+
 def memory_growth(args: argparse.Namespace, out: Callable) -> None:
     steps = 1000
-    result = run_in_child(args, "sine", "metalearn", reps=1, warmup=0, leak_steps=steps)
-    samples = result["leak"]
     kind = "allocated" if args.device.startswith("cuda") else "RSS"
-    out(f"\n### Memory across {steps} meta-steps (sine, metalearn default, {kind} MiB)\n")
-    out("| " + " | ".join(str(s) for s, _ in samples) + " |")
-    out("|" + "---:|" * len(samples))
-    out("| " + " | ".join(f"{m:.1f}" for _, m in samples) + " |")
-    growth = samples[-1][1] - samples[0][1]
-    out(f"\nGrowth from step {samples[0][0]} to step {samples[-1][0]}: {growth:+.1f} MiB.")
+    # The default (vmap on CPU for the sine MLP) and the looped path (per-task meta-gradients).
+    for impl in ("metalearn", "metalearn-loop"):
+        result = run_in_child(args, "sine", impl, reps=1, warmup=0, leak_steps=steps)
+        samples = result["leak"]
+        out(f"\n### Memory across {steps} meta-steps (sine, {impl}, {kind} MiB)\n")
+        out("| " + " | ".join(str(s) for s, _ in samples) + " |")
+        out("|" + "---:|" * len(samples))
+        out("| " + " | ".join(f"{m:.1f}" for _, m in samples) + " |")
+        growth = samples[-1][1] - samples[0][1]
+        out(f"\nGrowth from step {samples[0][0]} to step {samples[-1][0]}: {growth:+.1f} MiB.")
 
 
 def machine_description(device: torch.device) -> str:
@@ -790,6 +931,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-curves", action="store_true", help="skip the cost curves")
     parser.add_argument("--no-leak", action="store_true", help="skip the 1,000-step memory check")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default torch's)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternate the rows this many times (default 2)"
+    )
+    parser.add_argument(
+        "--memory",
+        default="",
+        help="comma-separated workloads for peak memory vs meta-batch 1, 4, 16, 32 (default none)",
+    )
+    parser.add_argument(
+        "--memory-limit-mib",
+        type=float,
+        default=8000,
+        help="skip memory points whose projected peak exceeds this (default 8000)",
+    )
     parser.add_argument("--output", default="", help="markdown file to write (default: print only)")
     parser.add_argument("--child-timeout", type=float, default=900.0)
     child = parser.add_argument_group("internal (one measurement per child process)")
@@ -808,8 +963,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         choices = list(IMPLEMENTATIONS) + [p + TUNED for p in PEERS]
         parser.error(f"unknown --impls {unknown}; choose from {choices}")
+    args.memory = [n for n in args.memory.split(",") if n]
     args.workloads = [n for n in args.workloads.split(",") if n]
-    unknown = [n for n in args.workloads if n not in WORKLOADS and n not in EXTRA_WORKLOADS]
+    unknown = [
+        n for n in args.workloads + args.memory if n not in WORKLOADS and n not in EXTRA_WORKLOADS
+    ]
     if unknown:
         parser.error(f"unknown --workloads {unknown}; choose from {list(WORKLOADS)}")
     if args.device.startswith("cuda") and not args.child and not torch.cuda.is_available():
@@ -842,6 +1000,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     for name in args.workloads:
         benchmark_workload(args, _workload(name), out)
+    for name in args.memory:
+        memory_curve(args, _workload(name), out)
     if not args.no_curves:
         cost_curves(args, out)
     if not args.no_leak:

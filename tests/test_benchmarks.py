@@ -124,3 +124,29 @@ def test_allocator_rows_name_their_peer(bench):
     assert "metalearn+compile" not in names
     sine = bench.default_implementations(bench.WORKLOADS["sine"], torch.device("cpu"))
     assert "metalearn+compile" in sine
+
+
+def test_peers_run_in_their_users_idiom_and_the_variant_is_labelled(bench):
+    device = torch.device("cpu")
+    idiom = bench.IMPLEMENTATIONS["autograd-loop"](bench.SMOKE, device)
+    once = bench.IMPLEMENTATIONS["autograd-loop/one-backward"](bench.SMOKE, device)
+    assert not idiom.one_backward and once.one_backward
+    names = bench.default_implementations(bench.SMOKE, device)
+    for peer in bench.PEERS:
+        assert peer in names and f"{peer}/one-backward" in names
+    assert {"metalearn+own-model", "metalearn/one-backward"} <= set(names)
+    own = bench.IMPLEMENTATIONS["metalearn+own-model"](bench.SMOKE, device)
+    pools = [m for m in own.learner.model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools and all(type(m).__name__ == "MaxPool2x2" for m in pools)
+
+
+@pytest.mark.slow  # four child processes
+def test_memory_curve_in_child_processes(bench, tmp_path):
+    output = tmp_path / "bench.md"
+    args = ["--workloads", "", "--memory", "smoke", "--impls", "metalearn", "--no-curves"]
+    args += ["--no-leak", "--threads", "1", "--output", str(output)]
+    assert bench.main(args) == 0
+    text = output.read_text()
+    assert "Peak memory (MiB, peak RSS) vs meta-batch" in text
+    row = next(line for line in text.splitlines() if line.startswith("| metalearn |"))
+    assert row.count("|") == len(bench.MEMORY_BATCHES) + 3
