@@ -446,8 +446,6 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
         raise ConfigError(f"{path}: {e}") from None
 
 
-#: Keys that may differ when a run is resumed: they change neither what was trained nor how
-#: the rest is trained (a longer run, where the data lives, the final test, memory, output).
 RESUMABLE_CHANGES = (
     "train.iterations",
     "train.checkpoint_every",
@@ -460,6 +458,9 @@ RESUMABLE_CHANGES = (
     "validation.batch_size",
     "test",
 )
+"""Keys (and sections) that may differ when a run is resumed: they change neither what was
+trained nor how the rest is trained (a longer run, where the data lives, the final test, memory,
+output)."""
 
 
 def _flatten(data: Any, path: str = "") -> dict[str, Any]:
