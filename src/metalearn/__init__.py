@@ -16,7 +16,15 @@ from metalearn.algorithms import (
     Reptile,
 )
 from metalearn.runtime import tune_cpu_allocator
-from metalearn.training import DivergenceError, EvalProtocol, Evaluation, Trainer, evaluate, train
+from metalearn.training import (
+    DivergenceError,
+    EvalProtocol,
+    Evaluation,
+    Trainer,
+    evaluate,
+    evaluate_runs,
+    train,
+)
 
 __version__ = "0.1.0"
 
@@ -38,6 +46,7 @@ __all__ = [
     "chem",
     "datasets",
     "evaluate",
+    "evaluate_runs",
     "models",
     "tasks",
     "train",

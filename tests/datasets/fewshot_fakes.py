@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pickle
 import zipfile
@@ -180,3 +181,39 @@ def write_omniglot(root: Path, zipped: bool = False) -> None:
             for f in sorted(folder.rglob("*"), reverse=True):
                 f.unlink() if f.is_file() else f.rmdir()
             folder.rmdir()
+
+
+# The minimal sets: Greek is in both, with the same drawings (as in the real release).
+OMNIGLOT_MINIMAL = {
+    "background_small1": {"Greek": 2, "Korean": 3},
+    "background_small2": {"Greek": 2, "Sanskrit": 3, "Tagalog": 2},
+}
+
+_MINIMAL_ALPHABETS = sorted({a for alphabets in OMNIGLOT_MINIMAL.values() for a in alphabets})
+
+
+def write_omniglot_minimal(root: Path, zipped: bool = True) -> dict[str, np.ndarray]:
+    """Write the two minimal sets; returns the inverted-stroke drawing per character name."""
+    root.mkdir(parents=True, exist_ok=True)
+    first: dict[str, np.ndarray] = {}
+    for part, alphabets in OMNIGLOT_MINIMAL.items():
+        files = []
+        for alphabet, chars in sorted(alphabets.items()):
+            for n in range(1, chars + 1):
+                seed = 1000 + 100 * _MINIMAL_ALPHABETS.index(alphabet) + n  # same in both parts
+                for d in range(1, OMNI_PER_CHAR + 1):
+                    name = f"images_{part}/{alphabet}/character{n:02d}/{seed:04d}_{d:02d}.png"
+                    files.append((name, omniglot_image(seed * 10 + d)))
+                first.setdefault(f"{alphabet}/character{n:02d}", omniglot_image(seed * 10 + 1))
+        if zipped:
+            with zipfile.ZipFile(root / f"images_{part}.zip", "w") as z:
+                for name, im in files:
+                    buffer = io.BytesIO()
+                    Image.fromarray(im).convert("1").save(buffer, format="PNG")
+                    z.writestr(name, buffer.getvalue())
+        else:
+            for name, im in files:
+                path = root / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(im).convert("1").save(path)
+    return first

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fewshot_fakes import OMNI_PER_CHAR, omniglot_image
+from fewshot_fakes import OMNI_PER_CHAR, omniglot_image, write_omniglot_minimal
 
 from metalearn.datasets import Omniglot, prepare
 from metalearn.datasets.omniglot import NUM_CHARACTERS, SPLIT_CHARACTERS, character_split
@@ -115,8 +115,13 @@ def test_bad_arguments_and_missing_parts(omniglot_root, tmp_path):
         Omniglot(omniglot_root, "train", "lake", **TINY)
     with pytest.raises(ValueError, match="split"):
         Omniglot(omniglot_root, "everything", **TINY)
+    with pytest.raises(FileNotFoundError, match="images_background_small1"):
+        Omniglot(tmp_path, "train", **TINY)
+    # One part alone is read (the other one is simply absent).
     shutil.copytree(omniglot_root / "images_background", tmp_path / "images_background")
-    with pytest.raises(FileNotFoundError, match="images_evaluation"):
+    assert Omniglot(tmp_path, "val", **TINY).num_classes == 2 * 4
+    (tmp_path / "images_evaluation").write_text("a file, not the part")
+    with pytest.raises(ValueError, match="neither a folder nor a zip"):
         Omniglot(tmp_path, "train", **TINY)
 
 
@@ -149,3 +154,65 @@ def test_prepared_cache_round_trip_is_memory_mapped(omniglot_zip_root, tmp_path)
     assert Omniglot(root, "train", image_size=32, **TINY).format == "files"
     with pytest.raises(FileNotFoundError, match="all-32"):
         Omniglot(root, "train", image_size=32, format="cache", **TINY)
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_minimal_sets_keep_each_character_once(tmp_path, zipped):
+    drawings = write_omniglot_minimal(tmp_path, zipped=zipped)
+    train = Omniglot(tmp_path, "train", "minimal", rotations=(0,), check_classes=False)
+    test = Omniglot(tmp_path, "test", "minimal", rotations=(0,), check_classes=False)
+    # Greek is in both sets: read once, from small1.
+    assert names(train) == [
+        "background_small1/Greek/character01",
+        "background_small1/Greek/character02",
+        "background_small1/Korean/character01",
+        "background_small1/Korean/character02",
+        "background_small1/Korean/character03",
+    ]
+    assert [n.split("/", 1)[1] for n in names(test)] == [
+        "Sanskrit/character01", "Sanskrit/character02", "Sanskrit/character03",
+        "Tagalog/character01", "Tagalog/character02",
+    ]  # fmt: skip
+    assert test.class_groups == ["Sanskrit"] * 3 + ["Tagalog"] * 2
+    assert test.alphabets == ["Sanskrit", "Tagalog"]
+    # Pixels are the right character's drawing (inverted: strokes are 1).
+    first = test.images(0)[0, 0]
+    expected = ~drawings["Sanskrit/character01"]
+    from PIL import Image
+
+    resized = Image.fromarray(expected.astype(np.uint8) * 255).resize((28, 28), Image.LANCZOS)
+    assert torch.allclose(first, torch.from_numpy(np.array(resized)).float() / 255, atol=2 / 255)
+    picked = Omniglot(tmp_path, alphabets=["Greek", "Tagalog"], rotations=(0,))
+    assert picked.alphabets == ["Greek", "Tagalog"] and picked.num_classes == 4
+    with pytest.raises(ValueError, match="Latin"):
+        Omniglot(tmp_path, alphabets=["Latin"])
+    with pytest.raises(ValueError, match="split_mode='minimal'"):
+        Omniglot(tmp_path, "train")
+    with pytest.raises(ValueError, match="expected 136"):
+        Omniglot(tmp_path, "train", "minimal")
+    with pytest.raises(ValueError, match="split must be one of"):
+        Omniglot(tmp_path, "val", "minimal", check_classes=False)
+
+
+def test_minimal_copies_that_disagree_are_refused(tmp_path):
+    write_omniglot_minimal(tmp_path, zipped=False)
+    greek = tmp_path / "images_background_small2" / "Greek" / "character01"
+    first = sorted(greek.glob("*.png"))[0]
+    first.rename(greek / "9999_99.png")
+    with pytest.raises(ValueError, match="Greek/character01.*different drawings"):
+        Omniglot(tmp_path, "train", "minimal", check_classes=False)
+
+
+def test_minimal_split_sizes_on_the_real_alphabets():
+    sizes = {
+        "Balinese": 24, "Early_Aramaic": 22, "Greek": 24, "Korean": 40, "Latin": 26,
+        "Japanese_(katakana)": 47, "Sanskrit": 42, "Tagalog": 17,
+    }  # fmt: skip
+    small1 = ("Balinese", "Early_Aramaic", "Korean", "Greek", "Latin")
+    all_names = [
+        f"background_small{1 if a in small1 else 2}/{a}/character{i:02d}"
+        for a, n in sizes.items()
+        for i in range(1, n + 1)
+    ]
+    assert len(character_split(all_names, "train", "minimal")) == 136
+    assert len(character_split(all_names, "test", "minimal")) == 106

@@ -140,3 +140,34 @@ def test_evaluate_uses_a_fixed_task_set():
     assert torch.allclose(first.per_task["loss"], again.per_task["loss"], atol=1e-6)
     different = ml.evaluate(maml, tasks, num_tasks=6, steps=[0, 1], seed=1)
     assert not torch.allclose(first.per_task["loss"], different.per_task["loss"])
+
+
+def test_within_group_tasks_draw_every_class_from_one_group():
+    ds = coded_dataset(classes=9)
+    groups = ["a", "a", "a", "b", "b", "b", "b", "c", "c"]
+    with pytest.warns(UserWarning, match=r"c \(2\)"):
+        tasks = FewShot(ds, n_way=3, k_shot=1, k_query=2, groups=groups)
+    assert tasks.groups == ["a", "b"]
+    batch = tasks.sample(400, generator=torch.Generator().manual_seed(0))
+    classes = batch.info["classes"]
+    seen = {"a": 0, "b": 0}
+    for row in classes.tolist():
+        members = {groups[c] for c in row}
+        assert len(members) == 1 and len(set(row)) == 3
+        seen[members.pop()] += 1
+    assert 150 < seen["a"] < 250  # the group is picked uniformly (200 expected)
+    # Images still come from the class each label stands for.
+    support_ids = ids(batch.support.x).reshape(400, 3)
+    assert torch.equal(support_ids // 25, classes)
+    again = tasks.sample(400, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.support.x, batch.support.x)
+
+
+def test_group_errors_name_the_fix():
+    ds = coded_dataset(classes=4)
+    with pytest.raises(ValueError, match="lower n_way"):
+        FewShot(ds, n_way=3, k_shot=1, k_query=1, groups=["a", "a", "b", "b"])
+    with pytest.raises(ValueError, match="each of the 4 classes"):
+        FewShot(ds, n_way=2, k_shot=1, k_query=1, groups=["a", "a", "b"])
+    with pytest.raises(ValueError, match="each of the 4 classes"):
+        FewShot(ds, n_way=2, k_shot=1, k_query=1, groups="aabb")

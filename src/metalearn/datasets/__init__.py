@@ -1,4 +1,4 @@
-"""On-disk few-shot datasets: MiniImagenet (every circulating layout) and Omniglot.
+"""On-disk few-shot datasets: MiniImagenet (every layout), Omniglot, and your own ImageFolder.
 
 ``MiniImagenet`` and ``Omniglot`` load into :class:`ImageClasses` (uint8 images grouped by
 class, returned as float32 tensors in [0, 1]), which :class:`metalearn.tasks.FewShot` samples
@@ -16,8 +16,10 @@ from metalearn.datasets.download import (
     download,
     fetch,
 )
+from metalearn.datasets.folder import ImageFolder
 from metalearn.datasets.miniimagenet import MiniImagenet
 from metalearn.datasets.omniglot import Omniglot
+from metalearn.datasets.oneshot_runs import OneShotRuns
 from metalearn.datasets.prepare import prepare
 from metalearn.datasets.safe_pickle import UnsafePickleError, load_pickle
 
@@ -27,8 +29,10 @@ __all__ = [
     "ClassDataset",
     "DownloadError",
     "ImageClasses",
+    "ImageFolder",
     "MiniImagenet",
     "Omniglot",
+    "OneShotRuns",
     "Source",
     "UnsafePickleError",
     "download",

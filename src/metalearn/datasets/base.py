@@ -49,6 +49,10 @@ class ImageClasses:
         class_rows: for each stored class, the rows of ``data`` holding its images, in order.
         class_names: one name per stored class (e.g. the ImageNet wnid).
         rotations: multiples of 90 degrees; ``(0,)`` (default) adds no rotated classes.
+        groups: optional group name of each stored class (an alphabet, a tissue, an assay
+            family); :class:`~metalearn.tasks.FewShot` can draw all classes of a task from one
+            group (``groups=ds.class_groups``). A rotated class is its own group's rotation
+            (``group/rotDDD``), so a within-group task never mixes orientations.
         channels_first: ``data`` is ``[N, C, H, W]`` (the prepared cache's layout). Colour
             images given ``[N, H, W, C]`` are copied once to channels-first; grayscale and
             channels-first data are used as they are (memory maps are never read whole).
@@ -70,6 +74,7 @@ class ImageClasses:
         class_names: Sequence[str],
         *,
         rotations: Sequence[int] = (0,),
+        groups: Sequence[str] | None = None,
         channels_first: bool = False,
         source: str = "",
     ) -> None:
@@ -95,6 +100,11 @@ class ImageClasses:
             )
         if not class_rows:
             raise ValueError(f"no classes in {source or 'the dataset'}")
+        if groups is not None and len(groups) != len(class_rows):
+            raise ValueError(
+                f"groups has {len(groups)} entries but there are {len(class_rows)} classes; "
+                "give one group name per class"
+            )
         rotations = tuple(int(r) for r in rotations)
         if not rotations or any(r % 90 for r in rotations) or len(set(rotations)) != len(rotations):
             raise ValueError(f"rotations must be distinct multiples of 90, got {rotations}")
@@ -122,10 +132,8 @@ class ImageClasses:
         self._class_base = np.repeat(np.arange(len(class_rows)), n_rot)
         self._class_turns = np.tile(np.array([r // 90 % 4 for r in rotations]), len(class_rows))
         self._sizes = sizes[self._class_base]
-        if n_rot == 1 and rotations[0] == 0:
-            self._names = list(class_names)
-        else:
-            self._names = [f"{n}/rot{r:03d}" for n in class_names for r in rotations]
+        self._names = _rotated(class_names, rotations)
+        self._groups = None if groups is None else _rotated([str(g) for g in groups], rotations)
         self._offsets = np.concatenate([[0], np.cumsum(self._sizes)])
 
     @classmethod
@@ -154,6 +162,11 @@ class ImageClasses:
     def class_names(self) -> list[str]:
         """Class names in class-index order (``name/rotDDD`` for rotated classes)."""
         return list(self._names)
+
+    @property
+    def class_groups(self) -> list[str] | None:
+        """Group name of each class in class-index order (None when the data has no groups)."""
+        return None if self._groups is None else list(self._groups)
 
     @property
     def class_sizes(self) -> np.ndarray:
@@ -230,3 +243,10 @@ class ImageClasses:
             f"{type(self).__name__}({self.num_classes} classes, {len(self)} images "
             f"{self.image_shape}, {kind}{', ' + self.source if self.source else ''})"
         )
+
+
+def _rotated(names: Sequence[str], rotations: tuple[int, ...]) -> list[str]:
+    """Per-class names after rotation: ``name/rotDDD`` for each angle, or unchanged for ``(0,)``."""
+    if rotations == (0,):
+        return list(names)
+    return [f"{n}/rot{r:03d}" for n in names for r in rotations]

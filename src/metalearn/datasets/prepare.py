@@ -8,6 +8,7 @@ from pathlib import Path
 
 from metalearn.datasets import miniimagenet, omniglot
 from metalearn.datasets.cache import CACHE_DIR, write_cache
+from metalearn.datasets.folder import IMAGE_EXTENSIONS, decode_classes, prepare_folder
 
 __all__ = ["prepare"]
 
@@ -19,6 +20,8 @@ def prepare(
     format: str = "auto",
     splits: Sequence[str] | None = None,
     image_size: int = 28,
+    mode: str = "RGB",
+    invert: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Convert a dataset under ``root`` once into ``root/metalearn-cache/<name>/``.
@@ -29,12 +32,18 @@ def prepare(
     memory holds only the images a task touches. Files are written under temporary names and
     renamed into place, the JSON index last.
 
+    ``name="folder"`` caches an :class:`~metalearn.datasets.ImageFolder` (a folder of class
+    folders, or a zip of one) with the given ``image_size``, ``mode`` and ``invert``; the cache
+    of a folder lives inside it, that of a zip beside the zip.
+
     Args:
-        name: ``"miniimagenet"`` or ``"omniglot"``.
-        root: the dataset folder (any layout the loader reads).
+        name: ``"miniimagenet"``, ``"omniglot"`` or ``"folder"``.
+        root: the dataset folder (any layout the loader reads), or the zip for ``"folder"``.
         format: MiniImagenet source layout (``"auto"`` detects it, never the cache itself).
         splits: MiniImagenet splits to convert; default every split present under ``root``.
-        image_size: Omniglot image side stored in the cache (28 in the papers).
+        image_size: Omniglot / folder image side stored in the cache (28 in the papers).
+        mode: ``"RGB"`` or ``"L"`` (grayscale), for ``"folder"``.
+        invert: store ``255 - pixel``, for ``"folder"``.
         overwrite: rebuild parts that are already cached.
 
     Returns:
@@ -59,7 +68,9 @@ def prepare(
                 f"Omniglot has one source format; format must be 'auto', got {format!r}"
             )
         return _prepare_omniglot(root, image_size, overwrite)
-    raise ValueError(f"name must be 'miniimagenet' or 'omniglot', got {name!r}")
+    if key in ("folder", "imagefolder"):
+        return prepare_folder(root, image_size, mode, invert, IMAGE_EXTENSIONS, overwrite)
+    raise ValueError(f"name must be 'miniimagenet', 'omniglot' or 'folder', got {name!r}")
 
 
 def _prepare_miniimagenet(
@@ -102,6 +113,6 @@ def _prepare_omniglot(root: Path, image_size: int, overwrite: bool) -> Path:
     if (out / f"{part}.json").exists() and not overwrite:
         return out
     chars = omniglot.list_characters(root)
-    data, rows = omniglot.decode_characters(chars, image_size)
+    data, rows = decode_classes(chars, image_size, "L", invert=True)
     write_cache(root, "omniglot", part, data, rows, [c.name for c in chars], f"files {root}")
     return out

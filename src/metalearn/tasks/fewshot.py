@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,10 +40,15 @@ class FewShot:
         augment: optional per-task hook ``augment(images, generator) -> images`` applied to
             each task's ``[n_way, k_shot + k_query, C, H, W]`` images before the split (draw
             any randomness from ``generator`` to stay reproducible).
+        groups: optional group name of every class (e.g. ``dataset.class_groups``: Omniglot's
+            alphabets, tieredImageNet's categories, an assay family). A task then first picks
+            one group uniformly at random among those with at least ``n_way`` classes, and
+            draws all its classes from it (Lake et al.'s within-alphabet tasks). Groups with
+            fewer classes are left out with a warning naming them.
 
     Raises:
-        ValueError: naming the argument, if ``n_way`` exceeds the number of classes or
-            ``k_shot + k_query`` exceeds the images of a class.
+        ValueError: naming the argument, if ``n_way`` exceeds the number of classes (of every
+            group) or ``k_shot + k_query`` exceeds the images of a class.
 
     Example:
         >>> import numpy as np, torch, metalearn as ml
@@ -65,6 +71,7 @@ class FewShot:
         k_shot: int,
         k_query: int,
         augment: Augment | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
         for attr in ("num_classes", "class_sizes"):
             if not hasattr(dataset, attr):
@@ -104,6 +111,7 @@ class FewShot:
         self._sizes = torch.from_numpy(sizes)
         self._uniform = bool((sizes == sizes[0]).all())
         self._max_size = int(sizes.max())
+        self._groups = None if groups is None else _group_table(groups, num_classes, n_way)
 
     @property
     def num_classes(self) -> int:
@@ -131,8 +139,15 @@ class FewShot:
         # The n_way smallest of one uniform key per class are a uniformly random ordered
         # sample of classes; the order gives the labels, so labels are freshly shuffled.
         # (topk of the keys is several times cheaper than a full argsort.)
-        keys = torch.rand(t, self.num_classes, generator=generator)
-        classes = keys.topk(n, dim=1, largest=False).indices
+        if self._groups is None:
+            keys = torch.rand(t, self.num_classes, generator=generator)
+            classes = keys.topk(n, dim=1, largest=False).indices
+        else:
+            table, group_sizes, _ = self._groups
+            group = torch.randint(len(group_sizes), (t,), generator=generator)
+            keys = torch.rand(t, table.shape[1], generator=generator)
+            keys.masked_fill_(torch.arange(table.shape[1]) >= group_sizes[group, None], 2.0)
+            classes = table[group].gather(1, keys.topk(n, dim=1, largest=False).indices)
         flat = classes.reshape(-1)
         keys = torch.rand(t * n, self._max_size, generator=generator)
         if not self._uniform:  # never pick past the end of a smaller class
@@ -168,7 +183,49 @@ class FewShot:
         )
 
     def __repr__(self) -> str:
+        groups = "" if self._groups is None else f", groups={len(self._groups[2])}"
         return (
             f"FewShot(n_way={self.n_way}, k_shot={self.k_shot}, k_query={self.k_query}, "
-            f"classes={self.num_classes}, augment={self.augment is not None})"
+            f"classes={self.num_classes}{groups}, augment={self.augment is not None})"
         )
+
+    @property
+    def groups(self) -> list[str] | None:
+        """The groups tasks are drawn from (those with at least ``n_way`` classes), or None."""
+        return None if self._groups is None else list(self._groups[2])
+
+
+def _group_table(
+    groups: Sequence[str], num_classes: int, n_way: int
+) -> tuple[Tensor, Tensor, list[str]]:
+    """``(class table [G, max], sizes [G], names)`` of the groups with >= ``n_way`` classes."""
+    if isinstance(groups, str) or len(groups) != num_classes:
+        raise ValueError(
+            f"groups must name the group of each of the {num_classes} classes (e.g. "
+            f"dataset.class_groups), got {groups if isinstance(groups, str) else len(groups)}"
+        )
+    members: dict[str, list[int]] = {}
+    for c, g in enumerate(groups):
+        members.setdefault(str(g), []).append(c)
+    usable = {g: cs for g, cs in members.items() if len(cs) >= n_way}
+    small = sorted(set(members) - set(usable))
+    if not usable:
+        raise ValueError(
+            f"no group has n_way={n_way} classes (largest: "
+            f"{max(len(cs) for cs in members.values())}); lower n_way or draw from all classes"
+        )
+    if small:
+        shown = ", ".join(f"{g} ({len(members[g])})" for g in small[:10])
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        warnings.warn(
+            f"{len(small)} of {len(members)} groups have fewer than n_way={n_way} classes and "
+            f"are left out of within-group tasks: {shown}{more}",
+            stacklevel=3,
+        )
+    names = sorted(usable)
+    width = max(len(usable[g]) for g in names)
+    table = torch.zeros(len(names), width, dtype=torch.int64)
+    for i, g in enumerate(names):
+        table[i, : len(usable[g])] = torch.tensor(usable[g])
+    sizes = torch.tensor([len(usable[g]) for g in names])
+    return table, sizes, names

@@ -15,6 +15,7 @@ from metalearn.training.distributed import (
 from metalearn.training.evaluate import Evaluation, evaluate, mean_ci95
 from metalearn.training.log import MetricsLog, read_metrics
 from metalearn.training.loop import train
+from metalearn.training.oneshot import RunsResult, evaluate_runs
 from metalearn.training.plot import plot_run
 from metalearn.training.task_stream import TaskStream
 from metalearn.training.trainer import DivergenceError, EvalProtocol, Trainer
@@ -25,6 +26,7 @@ __all__ = [
     "EvalProtocol",
     "Evaluation",
     "MetricsLog",
+    "RunsResult",
     "TaskStream",
     "Trainer",
     "average_gradients",
@@ -32,6 +34,7 @@ __all__ = [
     "broadcast_parameters",
     "cleanup",
     "evaluate",
+    "evaluate_runs",
     "init_distributed",
     "is_main_process",
     "load_checkpoint",
