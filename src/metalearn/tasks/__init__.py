@@ -1,6 +1,7 @@
 """Task samplers and the :class:`TaskBatch` they produce."""
 
 from metalearn.tasks.assays import AssaySampler, MultiAssay
+from metalearn.tasks.augment import RandomAffine
 from metalearn.tasks.batch import Split, TaskBatch, TaskSampler
 from metalearn.tasks.fewshot import FewShot
 from metalearn.tasks.grouped import Grouped, GroupSampler
@@ -12,6 +13,7 @@ __all__ = [
     "GroupSampler",
     "Grouped",
     "MultiAssay",
+    "RandomAffine",
     "Sine",
     "Split",
     "TaskBatch",
