@@ -210,7 +210,7 @@ def _write_atomic(path: Path, result: Fingerprints) -> None:
 
 def _warn_invalid(invalid: tuple[int, ...], smiles: list[str], names: Sequence[str] | None) -> None:
     if invalid:
-        shown = [f"{names[i] if names else i} ({smiles[i]!r})" for i in invalid]
+        shown = [f"{names[i] if names else i} ({_short(smiles[i])!r})" for i in invalid]
         where = "" if names else "positions "
         warnings.warn(
             f"morgan_fingerprints: {len(invalid)} SMILES of {len(smiles)} could not be parsed by "
@@ -218,3 +218,7 @@ def _warn_invalid(invalid: tuple[int, ...], smiles: list[str], names: Sequence[s
             UserWarning,
             stacklevel=3,
         )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
