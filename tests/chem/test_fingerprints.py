@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 import metalearn as ml
 
@@ -98,3 +101,22 @@ def test_csv_errors_name_line_and_column(tmp_path):
         ml.chem.read_assay_csv(path, smiles="SMILES")
     with pytest.raises(ValueError, match=r"line 3: assay column 'A' has 'active'"):
         ml.chem.read_assay_csv(path, assays=["A"])
+
+
+def test_without_the_extra_metalearn_imports_and_errors_name_the_install(monkeypatch):
+    code = (
+        "import sys; sys.modules['rdkit'] = None; sys.modules['sklearn'] = None\n"
+        "import metalearn, metalearn.chem, metalearn.tasks, metalearn.training"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setitem(sys.modules, "rdkit", None)
+    with pytest.raises(ImportError, match=r"needs rdkit.*pip install 'metalearn\[chem\]'"):
+        ml.chem.morgan_fingerprints(["CCO"])
+    monkeypatch.setitem(sys.modules, "sklearn.metrics", None)
+    data = ml.tasks.MultiAssay(
+        np.eye(8), np.tile([0.0, 1.0], 4)[:, None].repeat(2, 1), ["a", "b"], 1, 1,
+        {"train": ["a"], "test": ["b"]},
+    )  # fmt: skip
+    learner = ml.Pretrain(torch.nn.Linear(8, 2), torch.nn.functional.cross_entropy, 0.1)
+    with pytest.raises(ImportError, match=r"needs scikit-learn.*pip install 'metalearn\[chem\]'"):
+        ml.evaluate(learner, data.test, num_tasks=1, metrics=["roc_auc"])
