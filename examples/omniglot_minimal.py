@@ -1,0 +1,252 @@
+"""Few-shot learning on real Omniglot, minimal setting: meta-train on 5 alphabets, test on 3 new.
+
+Meta-train on the 136 characters of ``images_background_small1`` (Balinese, Early_Aramaic,
+Greek, Korean, Latin; each also rotated by 90/180/270 degrees as new classes), then evaluate
+N-way 1-shot on the 106 characters of the three alphabets only ``images_background_small2``
+has (Japanese_(katakana), Sanskrit, Tagalog; unrotated): tasks of any classes and tasks whose
+classes all come from one alphabet (Lake et al.'s harder protocol; Tagalog's 17 characters
+cannot make a 20-way within-alphabet task). 600 test tasks, mean ± 95% CI, 10 steps.
+
+One command per row of the results table (docs/results.md):
+
+    python examples/omniglot_minimal.py --root DATA \
+        --config configs/omniglot_minimal/maml_20way.yaml
+    python examples/omniglot_minimal.py --root DATA --learner pixel-nn --ways 20
+
+``DATA`` holds ``images_background_small1.zip`` and ``images_background_small2.zip`` (or the
+extracted folders) of the Omniglot release. Learners: maml, fomaml, anil, reptile, metasgd,
+mamlpp, pretrain; baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
+Conv-4, randomly initialised, trained on the support set only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import metalearn as ml
+from metalearn.training.evaluate import task_seed
+
+LEARNERS = ("maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain")
+BASELINES = ("pixel-nn", "scratch")
+PROTOCOLS = ("any-class", "within-alphabet")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", help="folder with images_background_small1/2")
+    p.add_argument(
+        "--report", metavar="DIR",
+        help="no training: print the Markdown table of the JSON results in DIR and plot curves",
+    )  # fmt: skip
+    p.add_argument("--config", help="YAML file of these options (command line wins)")
+    p.add_argument("--learner", choices=LEARNERS + BASELINES, default="maml")
+    p.add_argument("--ways", type=int, default=20, help="N, for training and testing")
+    p.add_argument("--queries", type=int, default=5, help="query images per class in training")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--meta-batch", type=int, default=16)
+    p.add_argument("--inner-steps", type=int, default=1)
+    p.add_argument("--inner-lr", type=float, default=0.4)
+    p.add_argument("--first-order", action="store_true", help="MAML without second order")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's meta learning rate")
+    p.add_argument("--augment", action="store_true", help="random affine distortions")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--test-steps", type=int, default=10)
+    p.add_argument("--test-queries", type=int, default=5, help="query images per class at test")
+    p.add_argument("--test-tasks", type=int, default=600)
+    p.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
+        help="test tasks of any classes and/or of one alphabet",
+    )  # fmt: skip
+    p.add_argument("--curve-every", type=int, default=100, help="0: no learning curve")
+    p.add_argument("--curve-tasks", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/omniglot_minimal", help="folder for JSON and PNG")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if not args.root and not args.report:
+        p.error("--root is required (the folder holding the Omniglot minimal sets)")
+    if args.config:
+        import yaml
+
+        options = yaml.safe_load(Path(args.config).read_text()) or {}
+        defaults = {a.dest: a.default for a in p._actions}
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            p.error(f"{args.config}: unknown option(s) {unknown}")
+        given = {k for k in vars(args) if getattr(args, k) != defaults[k]}
+        for key, value in options.items():
+            if key not in given:
+                setattr(args, key, value)
+    return args
+
+
+def build_learner(args: argparse.Namespace) -> ml.Learner:
+    model = ml.models.Conv4(1, args.ways, hidden=args.hidden, image_size=28)
+    common = {"inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
+    name = args.learner
+    if name in ("maml", "scratch"):
+        return ml.MAML(model, F.cross_entropy, first_order=args.first_order, **common)
+    if name == "fomaml":
+        return ml.FOMAML(model, F.cross_entropy, **common)
+    if name == "anil":
+        return ml.ANIL(model, F.cross_entropy, head="head", **common)
+    if name == "reptile":
+        return ml.Reptile(model, F.cross_entropy, **common)
+    if name == "metasgd":
+        return ml.MetaSGD(model, F.cross_entropy, **common)
+    if name == "mamlpp":
+        return ml.MAMLPlusPlus(model, F.cross_entropy, **common)
+    return ml.Pretrain(model, F.cross_entropy, **common)
+
+
+def pixel_nearest_neighbour(tasks: ml.tasks.FewShot, num_tasks: int) -> ml.Evaluation:
+    """Query accuracy of 1-nearest-neighbour on raw pixels (Euclidean), per test task.
+
+    The tasks are those :func:`metalearn.evaluate` draws (seed 0), so rows compare task by task.
+    """
+    seeds = [task_seed(0, i) for i in range(num_tasks)]
+    batch = ml.tasks.TaskBatch.concat(
+        [tasks.sample(1, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+    support = batch.support.x.flatten(2)
+    query = batch.query.x.flatten(2)
+    nearest = torch.cdist(query, support).argmin(-1)
+    predicted = batch.support.y.gather(1, nearest)
+    accuracy = (predicted == batch.query.y).double().mean(1, keepdim=True)
+    return ml.Evaluation((0,), {"accuracy": accuracy})
+
+
+def test_samplers(
+    root: str, ways: int, queries: int, protocols: list[str]
+) -> dict[str, ml.tasks.FewShot]:
+    test = ml.datasets.Omniglot(root, "test", "minimal", rotations=(0,))
+    groups = {"any-class": None, "within-alphabet": test.class_groups}
+    return {p: ml.tasks.FewShot(test, ways, 1, queries, groups=groups[p]) for p in protocols}
+
+
+def report(folder: Path) -> str:
+    """The Markdown table of every ``*.json`` result in ``folder``; curves to ``curves.png``."""
+    results = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    if not results:
+        raise SystemExit(f"no results (*.json) in {folder}")
+    order = {name: i for i, name in enumerate(LEARNERS + BASELINES)}
+    results.sort(key=lambda r: (r["ways"], order[r["learner"]]))
+    lines = [
+        "| learner | N-way | any-class | within-alphabet | iterations | wall time (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cells = []
+        for protocol in PROTOCOLS:
+            a = r["accuracy"].get(protocol)
+            cells.append(f"{100 * a['mean']:.1f} ± {100 * a['ci95']:.1f}" if a else "-")
+        trained = r["learner"] not in BASELINES
+        iterations = r["options"]["iterations"] if trained else "-"
+        lines.append(
+            f"| {r['learner']} | {r['ways']} | {cells[0]} | {cells[1]} | {iterations} | "
+            f"{r['seconds'] / 60:.1f} |"
+        )
+    curves = [r for r in results if r["curve"]]
+    if curves:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ways = sorted({r["ways"] for r in curves})
+        fig, axes = plt.subplots(1, len(ways), figsize=(5.5 * len(ways), 4), squeeze=False)
+        for ax, n in zip(axes[0], ways, strict=True):
+            for r in (r for r in curves if r["ways"] == n):
+                its = [p["iteration"] for p in r["curve"]]
+                ax.plot(its, [100 * p["test_accuracy"] for p in r["curve"]], label=r["learner"])
+            ax.set(title=f"{n}-way 1-shot, unseen alphabets", xlabel="meta-iteration",
+                   ylabel="test accuracy (%)")  # fmt: skip
+            ax.axhline(100 / n, color="grey", linestyle=":", label="chance")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "curves.png", dpi=110)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.report:
+        print(report(Path(args.report)))
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.learner}_{args.ways}way"
+    tests = test_samplers(args.root, args.ways, args.test_queries, args.protocols)
+    started = time.perf_counter()
+    curve: list[dict] = []
+    results: dict[str, tuple[float, float]] = {}
+    if args.learner == "pixel-nn":
+        for name, sampler in tests.items():
+            results[name] = pixel_nearest_neighbour(sampler, args.test_tasks).summary("accuracy")
+        train_seconds = 0.0
+    else:
+        learner = build_learner(args)
+        if args.learner != "scratch":
+            train = ml.datasets.Omniglot(args.root, "train", "minimal")
+            augment = ml.tasks.RandomAffine(degrees=10, scale=0.1, translate=0.1)
+            tasks = ml.tasks.FewShot(
+                train, args.ways, 1, args.queries, augment=augment if args.augment else None
+            )
+            optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
+            probe = next(iter(tests.values()))
+
+            def log(iteration: int, metrics: dict[str, float]) -> None:
+                done = iteration + 1
+                if args.curve_every and (done % args.curve_every == 0 or done == 1):
+                    result = ml.evaluate(learner, probe, args.curve_tasks, args.test_steps, seed=1)
+                    point = {
+                        "iteration": done,
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "train_accuracy": metrics.get("accuracy"),
+                        "test_accuracy": result.summary("accuracy")[0],
+                    }
+                    curve.append(point)
+                    print(json.dumps(point), flush=True)
+
+            ml.train(
+                learner, tasks, optimizer, args.iterations, args.meta_batch, seed=args.seed,
+                progress=not args.no_progress, callback=log,
+            )  # fmt: skip
+        train_seconds = time.perf_counter() - started
+        for name, sampler in tests.items():
+            result = ml.evaluate(learner, sampler, args.test_tasks, args.test_steps)
+            results[name] = result.summary("accuracy")
+    seconds = time.perf_counter() - started
+    summary = {
+        "learner": args.learner,
+        "ways": args.ways,
+        "options": {k: v for k, v in vars(args).items() if k not in ("root", "out")},
+        "accuracy": {k: {"mean": m, "ci95": c} for k, (m, c) in results.items()},
+        "train_seconds": train_seconds,
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "curve": curve,
+    }
+    (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
+    steps = "" if args.learner == "pixel-nn" else f", {args.test_steps} steps"
+    for name, (mean, ci) in results.items():
+        print(
+            f"{args.learner} {args.ways}-way 1-shot {name}: {100 * mean:.1f} ± {100 * ci:.1f}% "
+            f"({args.test_tasks} tasks{steps})"
+        )
+    print(f"wall time {seconds / 60:.1f} min ({torch.get_num_threads()} threads) -> {out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Real Omniglot (the release's two minimal background sets), read from ../shared/data.
+
+These tests run where the project's shared data sits beside the checkout (CI has it) and skip
+with the reason otherwise: a user's fresh clone has no ../shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metalearn.datasets import Omniglot
+from metalearn.datasets.omniglot import MINIMAL_TEST_ALPHABETS, MINIMAL_TRAIN_ALPHABETS
+
+pytestmark = pytest.mark.real_data
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot"
+SHA256 = {
+    "images_background_small1.zip": (
+        "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"
+    ),
+    "images_background_small2.zip": (
+        "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"
+    ),
+}
+ALPHABETS = sorted(set(MINIMAL_TRAIN_ALPHABETS) | set(MINIMAL_TEST_ALPHABETS))
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real Omniglot not found at {DATA.resolve()} (only beside the project's CI)")
+    for name, expected in SHA256.items():
+        digest = hashlib.sha256((DATA / name).read_bytes()).hexdigest()
+        assert digest == expected, f"{DATA / name} has sha256 {digest}, expected {expected}"
+    return DATA
+
+
+def test_both_sets_give_242_distinct_characters(root):
+    everything = Omniglot(root, alphabets=ALPHABETS, rotations=(0,))
+    keys = [n.split("/", 1)[1] for n in everything.base_names]
+    assert len(keys) == 242 and len(set(keys)) == 242
+    assert len(everything) == 4840 and set(everything.class_sizes.tolist()) == {20}
+    assert everything.alphabets == ALPHABETS
+    # No two classes hold the same images (Greek and Latin are in both zips).
+    digests = {hashlib.sha256(np.ascontiguousarray(everything.images(c).numpy())).hexdigest()
+               for c in range(everything.num_classes)}  # fmt: skip
+    assert len(digests) == 242
+
+
+def test_minimal_split_by_alphabet(root):
+    train = Omniglot(root, "train", "minimal")
+    test = Omniglot(root, "test", "minimal", rotations=(0,))
+    assert len(train.base_names) == 136 and train.num_classes == 4 * 136
+    assert len(test.base_names) == 106
+    assert set(train.alphabets) == set(MINIMAL_TRAIN_ALPHABETS)
+    assert Counter(test.class_groups) == {"Japanese_(katakana)": 47, "Sanskrit": 42, "Tagalog": 17}
+    assert not {n.split("/", 1)[1] for n in train.base_names} & {
+        n.split("/", 1)[1] for n in test.base_names
+    }
+    x = test.images(0)
+    assert x.shape == (20, 1, 28, 28) and x.max() > 0.9 and x.mean() < 0.3  # strokes are 1
+
+
+def test_short_maml_run_beats_chance_and_pixels_on_unseen_alphabets(root, load_example, tmp_path):
+    example = load_example("omniglot_minimal")
+    common = ["--root", str(root), "--ways", "5", "--test-tasks", "100", "--curve-every", "0",
+              "--protocols", "any-class", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    pixels = example.main(["--learner", "pixel-nn", *common])["accuracy"]["any-class"]
+    maml = example.main(
+        ["--learner", "maml", "--iterations", "100", "--meta-batch", "8", "--queries", "2",
+         "--hidden", "32", "--inner-lr", "0.4", *common]
+    )["accuracy"]["any-class"]  # fmt: skip
+    assert maml["mean"] > 0.6  # chance is 0.2
+    assert maml["mean"] - maml["ci95"] > pixels["mean"] + pixels["ci95"], (maml, pixels)
