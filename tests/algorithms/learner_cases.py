@@ -74,6 +74,11 @@ def build(name: str, problem: str, seed: int = 0, **kw) -> tuple[ml.Learner, Tas
     return learner, make_batch()
 
 
+def factory(name: str, problem: str, seed: int = 0) -> Factory:
+    """``make_learner(**options)`` for :mod:`metalearn.testing`: :func:`build`'s learner."""
+    return lambda **options: build(name, problem, seed, **options)[0]
+
+
 def meta_gradient(learner: ml.Learner, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(meta-loss, flat meta-gradient over ``learner.parameters()``)."""
     learner.zero_grad(set_to_none=True)

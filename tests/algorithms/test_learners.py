@@ -4,13 +4,12 @@ Pretrain) on a tiny MLP (regression) and a tiny conv net with metalearn BatchNor
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from learner_cases import LEARNERS, PROBLEMS, build, meta_gradient, relative_error
+from learner_cases import LEARNERS, PROBLEMS, build, factory
 
 import metalearn as ml
+from metalearn import testing
 
 ALL = sorted(LEARNERS)
 EXACT = sorted(n for n, (_, exact) in LEARNERS.items() if exact)
@@ -22,81 +21,27 @@ CASES = [(n, "mlp") for n in ALL] + [(n, "conv") for n in ("ANIL", "MAML", "MAML
 
 
 @pytest.mark.parametrize(("name", "problem"), EXACT_CASES)
-def test_meta_gradient_matches_finite_differences(float64, name, problem):
-    learner, batch = build(name, problem, vectorize="loop")
-    _, gradient = meta_gradient(learner, batch)
-    params = list(learner.parameters())
-    generator = torch.Generator().manual_seed(1)
-    eps = 1e-6
-    for _ in range(2):  # directional derivatives along random directions over all parameters
-        direction = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in params]
-        with torch.no_grad():
-            for p, d in zip(params, direction, strict=True):
-                p.add_(eps * d)
-            plus = learner(batch).loss.item()
-            for p, d in zip(params, direction, strict=True):
-                p.sub_(2 * eps * d)
-            minus = learner(batch).loss.item()
-            for p, d in zip(params, direction, strict=True):
-                p.add_(eps * d)
-        numeric = (plus - minus) / (2 * eps)
-        analytic = sum(
-            (g * d).sum() for g, d in zip(_split(gradient, params), direction, strict=True)
-        )
-        assert analytic.item() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
-
-
-def _split(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [
-        c.view_as(p) for c, p in zip(flat.split([p.numel() for p in params]), params, strict=True)
-    ]
+def test_meta_gradient_matches_finite_differences(name, problem):
+    # Two random directions over all parameters, |analytic - numeric| <= 1e-8 + 1e-5 |numeric|.
+    testing.check_meta_gradient(factory(name, problem), make_batch(problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
-def test_func_and_higher_backends_agree(float64, name, problem):
-    func, batch = build(name, problem, vectorize="loop")
-    higher, _ = build(name, problem, backend="higher")
-    assert higher.backend == "higher" and not higher.use_vmap(batch)
-    loss_func, grad_func = meta_gradient(func, batch)
-    loss_higher, grad_higher = meta_gradient(higher, batch)
-    assert loss_higher.item() == pytest.approx(loss_func.item(), rel=1e-6)
-    assert relative_error(grad_higher, grad_func) < 1e-6
-    support = batch.task(0).support
-    fast_func, fast_higher = func.adapt(support, steps=3), higher.adapt(support, steps=3)
-    for k in fast_func:
-        assert torch.allclose(fast_higher[k], fast_func[k], rtol=1e-6, atol=1e-10), k
-    eval_func = func.evaluate_batch(batch, [0, 1, 3])
-    eval_higher = higher.evaluate_batch(batch, [0, 1, 3])
-    assert torch.allclose(eval_higher["loss"], eval_func["loss"], rtol=1e-6)
+def test_func_and_higher_backends_agree(name, problem):
+    testing.check_backends_agree(factory(name, problem), make_batch(problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
-def test_loop_and_vmap_agree(float64, name, problem):
-    loop, batch = build(name, problem, vectorize="loop")
-    vmap, _ = build(name, problem, vectorize="vmap")
-    assert vmap.use_vmap(batch) and not loop.use_vmap(batch)
-    loss_loop, grad_loop = meta_gradient(loop, batch)
-    loss_vmap, grad_vmap = meta_gradient(vmap, batch)
-    assert loss_vmap.item() == pytest.approx(loss_loop.item(), rel=1e-9)
-    assert relative_error(grad_vmap, grad_loop) < 1e-9
-    eval_loop, eval_vmap = loop.evaluate_batch(batch, [2]), vmap.evaluate_batch(batch, [2])
-    assert torch.allclose(eval_loop["loss"], eval_vmap["loss"], rtol=1e-9)
+def test_loop_and_vmap_agree(name, problem):
+    testing.check_loop_matches_vmap(factory(name, problem), make_batch(problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
 def test_same_seed_same_numbers(name, problem):
-    runs = []
-    for _ in range(2):
-        learner, batch = build(name, problem, seed=3)
-        learner.float()
-        batch = batch.to(torch.float32)
-        optimizer = torch.optim.Adam(learner.parameters(), lr=1e-2)
-        for _ in range(2):
-            optimizer.zero_grad()
-            learner(batch).loss.backward()
-            optimizer.step()
-        runs.append(torch.cat([p.detach().flatten() for p in learner.parameters()]))
-    assert torch.equal(runs[0], runs[1])
+    make = factory(name, problem, seed=3)
+    testing.check_deterministic(
+        lambda **kw: make(**kw).float(), make_batch(problem).to(torch.float32)
+    )
 
 
 @pytest.mark.parametrize("backend", ["func", "higher"])
@@ -116,21 +61,8 @@ def test_to_device(device, name, backend):
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
-def test_state_dict_round_trip(float64, name, problem):
-    learner, batch = build(name, problem, seed=0)
-    optimizer = torch.optim.SGD(learner.parameters(), lr=0.05)
-    learner(batch).loss.backward()
-    optimizer.step()
-    learner.set_epoch(2)
-    clone, _ = build(name, problem, seed=1)  # different initial values
-    clone.load_state_dict(learner.state_dict())
-    assert clone.state_dict().keys() == learner.state_dict().keys()
-    loss, grad = meta_gradient(learner, batch)
-    loss_clone, grad_clone = meta_gradient(clone, batch)
-    assert loss_clone.item() == loss.item()
-    assert torch.equal(grad_clone, grad)
-    copied = copy.deepcopy(learner)
-    assert meta_gradient(copied, batch)[0].item() == loss.item()
+def test_state_dict_round_trip(name, problem):
+    testing.check_state_dict_round_trip(factory(name, problem), make_batch(problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
@@ -148,6 +80,10 @@ def test_adapt_predict_and_evaluate(float64, name, problem):
     before = [p.detach().clone() for p in learner.parameters()]
     ml.evaluate(learner, ml.tasks.Sine(5, 10) if problem == "mlp" else _Fixed(batch), 4, [0, 1])
     assert all(torch.equal(a, p) for a, p in zip(before, learner.parameters(), strict=True))
+
+
+def make_batch(problem: str) -> ml.tasks.TaskBatch:
+    return PROBLEMS[problem][2]()
 
 
 class _Fixed:
