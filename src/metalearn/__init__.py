@@ -14,6 +14,8 @@ from metalearn.algorithms import (
     MetaSGD,
     Pretrain,
     Reptile,
+    conjugate_gradient,
+    hvp,
 )
 from metalearn.runtime import tune_cpu_allocator
 from metalearn.training import (
@@ -44,9 +46,11 @@ __all__ = [
     "Trainer",
     "algorithms",
     "chem",
+    "conjugate_gradient",
     "datasets",
     "evaluate",
     "evaluate_runs",
+    "hvp",
     "models",
     "tasks",
     "train",

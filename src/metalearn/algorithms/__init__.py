@@ -2,6 +2,7 @@
 
 from metalearn.algorithms.anil import ANIL
 from metalearn.algorithms.base import Learner, MetaOutput
+from metalearn.algorithms.implicit import conjugate_gradient, hvp
 from metalearn.algorithms.inner import inner_loop, map_tasks, select_parameters
 from metalearn.algorithms.maml import FOMAML, MAML
 from metalearn.algorithms.mamlpp import MAMLPlusPlus
@@ -20,6 +21,8 @@ __all__ = [
     "MetaSGD",
     "Pretrain",
     "Reptile",
+    "conjugate_gradient",
+    "hvp",
     "inner_loop",
     "map_tasks",
     "select_parameters",
