@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from metalearn._checks import check_int
 from metalearn._functorch import under_functorch_transform
+from metalearn.algorithms._evaluation import inner_trajectory
 from metalearn.algorithms.inner import (
     BACKENDS,
     LossFn,
@@ -295,6 +296,16 @@ class Learner(nn.Module):
     def evaluate_batch(self, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
         """Query metrics of every task after each of ``steps`` inner steps (no meta-gradient).
 
+        What it calls (the contract :func:`metalearn.evaluate` relies on): under
+        ``torch.no_grad()``, for each task (looped or vmapped as in training), with
+        ``params = {k: v.detach() for k, v in self.params().items()}`` and ``n = max(steps)``:
+        ``path = self.inner(params, support, n, True, trajectory=True)``, which must return the
+        ``n + 1`` parameter dicts after ``0..n`` steps; then for each ``s`` in ``steps``,
+        ``prediction = self.predict(path[s], query.x, s)`` and the metrics of
+        ``self.loss(prediction, query.y)``. An ``inner`` override must therefore accept
+        ``**kw`` and pass it on to :func:`inner_loop` (a clear ``TypeError`` says so
+        otherwise); a learner without an inner loop overrides this method instead.
+
         Returns:
             dict metric -> tensor ``[tasks, len(steps)]``.
         """
@@ -302,7 +313,7 @@ class Learner(nn.Module):
         params = {k: v.detach() for k, v in self.params().items()}
 
         def one(support: Split, query: Split) -> dict[str, Tensor]:
-            path = self.inner(params, support, wanted[-1], True, trajectory=True)
+            path = inner_trajectory(self, params, support, wanted[-1])
             rows = []
             for s in wanted:
                 prediction = self.predict(path[s], query.x, s)
