@@ -8,6 +8,7 @@ from metalearn.algorithms.maml import FOMAML, MAML
 from metalearn.algorithms.mamlpp import MAMLPlusPlus
 from metalearn.algorithms.metasgd import MetaSGD
 from metalearn.algorithms.pretrain import Pretrain
+from metalearn.algorithms.protonet import ProtoNet
 from metalearn.algorithms.reptile import InnerAdam, Reptile
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MetaOutput",
     "MetaSGD",
     "Pretrain",
+    "ProtoNet",
     "Reptile",
     "conjugate_gradient",
     "hvp",
