@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -142,16 +142,52 @@ class ImageClasses:
         data: np.ndarray,
         labels: Sequence[int] | np.ndarray,
         class_names: Sequence[str] | None = None,
-        **kwargs,
+        *,
+        channels_first: bool | None = None,
+        **kwargs: Any,
     ) -> ImageClasses:
-        """Group ``data`` by integer ``labels`` (classes ``0..max``, rows kept in order)."""
+        """Group ``data`` by integer ``labels`` (classes ``0..max``, rows kept in order).
+
+        Args:
+            data: ``uint8`` images ``[N, H, W, C]``, ``[N, H, W]``, or ``[N, C, H, W]`` with
+                ``channels_first=True``.
+            labels: one class index per image.
+            class_names: one name per class (default ``"0"``, ``"1"``, ...).
+            channels_first: whether 4-D ``data`` is ``[N, C, H, W]``. ``None`` (default) means
+                channels-last, except that an array whose axis 1 is 1 or 3 and whose last axis
+                is not (e.g. ``(N, 3, 8, 8)``, torchvision's layout) raises: say which it is.
+            **kwargs: the other arguments of :class:`ImageClasses` (``rotations``,
+                ``groups``, ``source``).
+
+        Returns:
+            The :class:`ImageClasses`.
+
+        Raises:
+            ValueError: for a channels-first-looking array without ``channels_first``, or
+                labels that do not match ``data``.
+
+        Example:
+            >>> import numpy as np
+            >>> data = np.zeros((4, 3, 8, 8), dtype=np.uint8)  # [N, C, H, W]
+            >>> ImageClasses.from_labels(data, [0, 0, 1, 1], channels_first=True).image_shape
+            (3, 8, 8)
+        """
+        if channels_first is None:
+            shape = getattr(data, "shape", ())
+            if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+                raise ValueError(
+                    f"data of shape {tuple(shape)} looks channels-first ([N, C, H, W]) but "
+                    "ImageClasses reads [N, H, W, C] by default; pass channels_first=True "
+                    "(or channels_first=False if it really is [N, H, W, C])"
+                )
+            channels_first = False
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (len(data),):
             raise ValueError(f"labels must have shape ({len(data)},), got {labels.shape}")
         num = int(labels.max()) + 1 if len(labels) else 0
         rows = [np.flatnonzero(labels == c) for c in range(num)]
         names = [str(c) for c in range(num)] if class_names is None else list(class_names)
-        return cls(data, rows, names, **kwargs)
+        return cls(data, rows, names, channels_first=channels_first, **kwargs)
 
     @property
     def num_classes(self) -> int:
