@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from learner_cases import meta_gradient, regression_batch, relative_error, tiny_mlp
 
 import metalearn as ml
+from metalearn import testing
 
 
 @pytest.fixture(scope="module")
@@ -20,28 +21,13 @@ def make(example, seed=0, **kw):
     return example.ProximalMAML(tiny_mlp(), F.mse_loss, 0.3, 2, **kw).double()
 
 
-def test_meta_gradient_matches_finite_differences(example, float64):
-    learner, batch = make(example, lam=0.7), regression_batch()
-    _, gradient = meta_gradient(learner, batch)
-    params = list(learner.parameters())
-    direction = torch.randn(gradient.shape, generator=torch.Generator().manual_seed(0))
-    eps = 1e-6
+def factory(example, **fixed):
+    """``make_learner(**options)`` for metalearn.testing, as a user would write it."""
+    return lambda **options: make(example, **fixed, **options)
 
-    def shifted(scale: float) -> float:
-        with torch.no_grad():
-            offset = 0
-            for p in params:
-                p.add_(scale * direction[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
-            value = learner(batch).loss.item()
-            offset = 0
-            for p in params:
-                p.sub_(scale * direction[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
-        return value
 
-    numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
-    assert (gradient @ direction).item() == pytest.approx(numeric, rel=1e-5)
+def test_meta_gradient_matches_finite_differences(example):
+    testing.check_meta_gradient(factory(example, lam=0.7), regression_batch())
 
 
 def test_zero_lam_is_maml_and_lam_matters(example, float64):
@@ -53,13 +39,10 @@ def test_zero_lam_is_maml_and_lam_matters(example, float64):
     assert relative_error(meta_gradient(make(example, lam=2.0), batch)[1], reference) > 1e-3
 
 
-def test_backends_and_vmap_agree(example, float64):
+def test_backends_and_vmap_agree(example):
     batch = regression_batch()
-    _, loop = meta_gradient(make(example, vectorize="loop"), batch)
-    _, vmap = meta_gradient(make(example, vectorize="vmap"), batch)
-    _, higher = meta_gradient(make(example, backend="higher"), batch)
-    assert relative_error(vmap, loop) < 1e-10
-    assert relative_error(higher, loop) < 1e-6
+    testing.check_loop_matches_vmap(factory(example, lam=0.7), batch, rtol=1e-10)
+    testing.check_backends_agree(factory(example, lam=0.7), batch)
 
 
 def test_bad_lam(example):
