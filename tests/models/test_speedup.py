@@ -51,8 +51,11 @@ def test_same_values_and_meta_gradients_hooks_and_state_dict(float64):
     plain = _users_conv4().double()
     calls = []
     plain[3].register_forward_hook(lambda *_: calls.append(1))
+    reference = copy.deepcopy(plain)
     fast = speedup(copy.deepcopy(plain))
+    # The hooked pool stays in place; the other blocks pool before their ReLU.
     assert type(fast[3]) is MaxPool2x2 and isinstance(fast[3], nn.MaxPool2d)
+    assert type(fast[6]) is MaxPool2x2 and type(fast[7]) is nn.ReLU
     assert fast.state_dict().keys() == plain.state_dict().keys()
     g = torch.Generator().manual_seed(1)
     sx, qx = (torch.randn(2, 3, 1, 16, 16, generator=g, dtype=torch.float64) for _ in range(2))
@@ -65,7 +68,8 @@ def test_same_values_and_meta_gradients_hooks_and_state_dict(float64):
             for m in model.modules():
                 if type(m) is MaxPool2x2:
                     m.__class__ = nn.MaxPool2d
-            assert type(model[3]) is nn.MaxPool2d
+            model._modules.update(copy.deepcopy(reference)._modules)  # ReLU before pool again
+            assert type(model[3]) is nn.MaxPool2d and type(model[6]) is nn.ReLU
         out = learner(batch)
         out.loss.backward()
         grads.append((out.loss.detach(), [p.grad for p in model.parameters()]))

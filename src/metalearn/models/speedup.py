@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 from metalearn.models.layers import MaxPool2x2
@@ -30,14 +32,16 @@ def _is_plain_2x2_max_pool(module: nn.Module) -> bool:
 def speedup(model: nn.Module) -> nn.Module:
     """Swap layers of ``model`` (in place) for bit-identical faster ones; return ``model``.
 
-    Today: every ``nn.MaxPool2d(2)`` (window 2, stride 2, no padding, dilation 1, floor)
-    becomes a :class:`~metalearn.models.MaxPool2x2`, whose CPU path computes the same values,
-    gradients and second-order gradients (ties included, tested) about twice as fast and
-    keeps only the argmax indices for the backward (less memory in a MAML step). The module
-    object stays the same (its class changes to a subclass of ``nn.MaxPool2d``), so hooks,
-    ``isinstance`` checks and the ``state_dict`` are unaffected. Modules with other settings,
-    subclasses of ``nn.MaxPool2d`` and ``F.max_pool2d`` calls inside a ``forward`` are left
-    alone.
+    Every ``nn.MaxPool2d(2)`` (window 2, stride 2, no padding, dilation 1, floor) becomes a
+    :class:`~metalearn.models.MaxPool2x2`, whose CPU path computes the same values, gradients
+    and second-order gradients (ties included, tested) about twice as fast and keeps only the
+    argmax indices for the backward (less memory in a MAML step). The module object stays the
+    same (its class changes to a subclass of ``nn.MaxPool2d``), so hooks, ``isinstance``
+    checks and the ``state_dict`` are unaffected. Inside an ``nn.Sequential``, an
+    ``nn.ReLU`` directly followed by such a pool is reordered to pool-then-ReLU (the same
+    function and gradients, on a quarter of the elements, as in
+    :class:`~metalearn.models.ConvBlock`) unless either has hooks. Modules with other
+    settings, subclasses and ``F.max_pool2d`` calls inside a ``forward`` are left alone.
 
     Every learner calls it on the model it is given (:class:`~metalearn.Learner`), so a
     hand-written Conv-4 trains as fast as :class:`~metalearn.models.Conv4`; call it yourself
@@ -62,4 +66,25 @@ def speedup(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if _is_plain_2x2_max_pool(module):
             module.__class__ = MaxPool2x2
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            _pool_before_relu(module)
     return model
+
+
+def _pool_before_relu(sequence: nn.Sequential) -> None:
+    # ReLU then 2x2 max-pool -> the pool, then the ReLU: ReLU is monotone, so values and
+    # gradients of every order are the same (both only select elements; the max of a window
+    # of non-positive values passes no gradient either way), on a quarter of the elements,
+    # and the full-size ReLU output is no longer kept for the backward. Modules with hooks
+    # would see other shapes: left alone.
+    keys = list(sequence._modules)
+    for first, second in itertools.pairwise(keys):
+        relu, pool = sequence._modules[first], sequence._modules[second]
+        if (
+            type(relu) is nn.ReLU
+            and type(pool) is MaxPool2x2
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in (relu, pool))
+            and not any(m._backward_hooks or m._backward_pre_hooks for m in (relu, pool))
+        ):
+            sequence._modules[first], sequence._modules[second] = pool, relu
