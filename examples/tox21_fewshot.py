@@ -7,13 +7,12 @@ all the assay's other labelled compounds. Compounds are Morgan fingerprints (ECF
 once with RDKit and cached). Learners, all on the same fingerprints and the same test draws:
 
 - ``maml``, ``fomaml``, ``anil``: meta-trained MLPs, adapted on the support set;
+- ``protonet``: prototypical network on the MLP body's embedding (no inner loop);
 - ``pretrain``: :class:`metalearn.Pretrain`, one network on the pooled meta-train tasks;
 - ``multitask``: a multi-task network (one output per meta-train assay, trained on all their
   labels), whose body gets a fresh zero head that is fine-tuned on the support set;
 - ``rf``, ``logreg``: support-only baselines (scikit-learn random forest and logistic
   regression trained on the 2K support compounds alone).
-
-ProtoNet is not in metalearn yet, so it is not in the table.
 
 Run:  python examples/tox21_fewshot.py --csv path/to/tox21.csv
       python examples/tox21_fewshot.py --csv tox21.csv --config configs/tox21/fewshot.yaml
@@ -38,7 +37,7 @@ from torch import nn
 import metalearn as ml
 from metalearn.training.evaluate import sample_fixed, task_seed
 
-META_LEARNERS = ("maml", "fomaml", "anil", "pretrain", "multitask")
+META_LEARNERS = ("maml", "fomaml", "anil", "protonet", "pretrain", "multitask")
 BASELINES = ("rf", "logreg")
 DEFAULTS = {
     "shots": [1, 5, 10],
@@ -111,6 +110,8 @@ def meta_learner(name: str, args: argparse.Namespace) -> ml.Learner:
         return ml.FOMAML(model, F.cross_entropy, **options)
     if name == "anil":
         return ml.ANIL(model, F.cross_entropy, head="head", **options)
+    if name == "protonet":
+        return ml.ProtoNet(model, embedding="body")  # prototypes of the body's embeddings
     # Its fine-tuning step size is not meta-learned: a fixed, small one (see finetune_lr).
     return ml.Pretrain(model, F.cross_entropy, args.finetune_lr, args.inner_steps)
 

@@ -31,8 +31,8 @@ def test_every_learner_runs_and_writes_json(tmp_path, load_example):
          "--inner-steps", "1", "--k-query", "4",
          "--out", str(out)]
     )  # fmt: skip
-    assert set(results["learners"]) == {"maml", "fomaml", "anil", "pretrain", "multitask", "rf",
-                                        "logreg"}  # fmt: skip
+    assert set(results["learners"]) == {"maml", "fomaml", "anil", "protonet", "pretrain",
+                                        "multitask", "rf", "logreg"}  # fmt: skip
     for result in results["learners"].values():
         for k in ("1", "2"):
             mean, ci = json.loads(out.read_text())["learners"]["maml"]["shots"][k]["roc_auc"]
