@@ -7,6 +7,7 @@ from metalearn import algorithms, chem, datasets, models, tasks, training
 from metalearn.algorithms import (
     ANIL,
     FOMAML,
+    IMAML,
     MAML,
     Learner,
     MAMLPlusPlus,
@@ -16,6 +17,7 @@ from metalearn.algorithms import (
     ProtoNet,
     Reptile,
     conjugate_gradient,
+    custom_meta_gradient,
     hvp,
 )
 from metalearn.runtime import tune_cpu_allocator
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "FOMAML",
+    "IMAML",
     "MAML",
     "DivergenceError",
     "EvalProtocol",
@@ -49,6 +52,7 @@ __all__ = [
     "algorithms",
     "chem",
     "conjugate_gradient",
+    "custom_meta_gradient",
     "datasets",
     "evaluate",
     "evaluate_runs",

@@ -2,6 +2,8 @@
 
 from metalearn.algorithms.anil import ANIL
 from metalearn.algorithms.base import Learner, MetaOutput
+from metalearn.algorithms.custom_gradient import custom_meta_gradient
+from metalearn.algorithms.imaml import IMAML
 from metalearn.algorithms.implicit import conjugate_gradient, hvp
 from metalearn.algorithms.inner import inner_loop, map_tasks, select_parameters
 from metalearn.algorithms.maml import FOMAML, MAML
@@ -14,6 +16,7 @@ from metalearn.algorithms.reptile import InnerAdam, Reptile
 __all__ = [
     "ANIL",
     "FOMAML",
+    "IMAML",
     "MAML",
     "InnerAdam",
     "Learner",
@@ -24,6 +27,7 @@ __all__ = [
     "ProtoNet",
     "Reptile",
     "conjugate_gradient",
+    "custom_meta_gradient",
     "hvp",
     "inner_loop",
     "map_tasks",

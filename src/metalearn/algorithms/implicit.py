@@ -100,6 +100,8 @@ def conjugate_gradient(
     b: Mapping[str, Tensor],
     max_iter: int = 10,
     tol: float = 1e-10,
+    *,
+    negative_curvature: str = "raise",
 ) -> Params:
     """Solve ``A x = b`` for a symmetric positive-definite ``A`` given only ``matvec(v) = A v``.
 
@@ -114,14 +116,19 @@ def conjugate_gradient(
         b: the right-hand side.
         max_iter: the most iterations (calls of ``matvec``).
         tol: relative residual at which to stop.
+        negative_curvature: what to do when ``A`` is not positive definite along a search
+            direction (``p . A p <= 0``): ``"raise"`` (default) a ``ValueError``, or
+            ``"stop"``: return the iterate so far, or ``b`` itself when it happens at the
+            first iteration (truncated Newton-CG, Nocedal & Wright, Numerical Optimization,
+            Algorithm 7.1), which keeps a solve on a non-convex loss usable.
 
     Returns:
         name -> tensor, the approximate solution ``x``.
 
     Raises:
-        ValueError: when ``A`` is not positive definite along a search direction
-            (``p . A p <= 0``): the loss is not convex there; add damping, e.g.
-            ``A = I + H / lam`` with a smaller ``H / lam``.
+        ValueError: with ``negative_curvature="raise"``, when ``A`` is not positive definite
+            along a search direction (``p . A p <= 0``): the loss is not convex there; add
+            damping, e.g. ``A = I + H / lam`` with a smaller ``H / lam``.
 
     Example:
         >>> import torch
@@ -138,6 +145,10 @@ def conjugate_gradient(
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
+    if negative_curvature not in ("raise", "stop"):
+        raise ValueError(
+            f"negative_curvature must be 'raise' or 'stop', got {negative_curvature!r}"
+        )
     x = {k: torch.zeros_like(v) for k, v in b.items()}
     r = dict(b)
     p = dict(b)
@@ -149,6 +160,8 @@ def conjugate_gradient(
         ap = matvec(p)
         curvature = _dot(p, ap)
         if curvature <= 0:
+            if negative_curvature == "stop":
+                return dict(b) if iteration == 0 else x
             raise ValueError(
                 f"conjugate_gradient: matvec is not positive definite (p . A p = "
                 f"{curvature.item():.3g} at iteration {iteration}); add damping to A"
