@@ -109,13 +109,14 @@ class IMAML(Learner):
             return value + 0.5 * self.lam * distance
 
         theta = dict(anchor)
-        history = [theta]
+        history = [theta] if trajectory else None  # kept only when asked: memory flat in steps
         for _ in range(steps):
             # first_order=True: plain gradients on detached copies, so no graph outlives a step.
             grads = support_gradients(proximal, theta, True)
             theta = {k: v - self.inner_lr * grads[k] for k, v in theta.items()}
-            history.append(theta)
-        return history if trajectory else theta
+            if history is not None:
+                history.append(theta)
+        return theta if history is None else history
 
     def implicit_gradient(self, theta: Params, support: Split, vector: Params) -> Params:
         """``(I + H / lam)^{-1} vector``, ``H`` the support loss's Hessian at ``theta``, by CG."""
