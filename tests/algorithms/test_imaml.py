@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 import metalearn as ml
 from metalearn import testing
 from metalearn.algorithms import conjugate_gradient
+from metalearn.algorithms.inner import support_gradients
 
 LAM = 2.0
 INNER_LR = 0.19
@@ -146,6 +149,27 @@ def test_memory_graph_is_not_kept_through_the_inner_loop():
     support = ml.tasks.Sine(5, 5).sample(1).task(0).support
     fast = learner.inner(learner.params(), support, 20, False)
     assert all(t.grad_fn is None and not t.requires_grad for t in fast.values())
+
+
+def test_inner_steps_are_freed_as_the_loop_goes(monkeypatch):
+    # Memory flat in inner steps: when step k runs, no earlier step's weights are alive.
+    import metalearn.algorithms.imaml as imaml_module
+
+    refs, alive = [], []
+
+    def recording(loss, fast, first_order, *args):
+        alive.append(sum(r() is not None for r in refs[1:]))  # refs[0]: phi, held throughout
+        refs.append(weakref.ref(fast["head.weight"]))
+        return support_gradients(loss, fast, first_order, *args)
+
+    monkeypatch.setattr(imaml_module, "support_gradients", recording)
+    torch.manual_seed(0)
+    learner = ml.IMAML(ml.models.MLP([1, 8, 1]), F.mse_loss, 0.02, 10, lam=1.0)
+    learner(ml.tasks.Sine(5, 5).sample(1)).loss.backward()
+    assert len(alive) == 10 and max(alive) == 0, alive
+    path = learner.inner(learner.params(), ml.tasks.Sine(5, 5).sample(1).task(0).support, 3,
+                         True, trajectory=True)  # fmt: skip
+    assert len(path) == 4  # the trajectory is kept when asked for
 
 
 def test_evaluate_on_sine():
