@@ -76,11 +76,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         import yaml
 
         options = yaml.safe_load(Path(args.config).read_text()) or {}
-        defaults = {a.dest: a.default for a in p._actions}
-        unknown = sorted(set(options) - set(defaults))
+        unknown = sorted(set(options) - set(vars(args)))
         if unknown:
             p.error(f"{args.config}: unknown option(s) {unknown}")
-        given = {k for k in vars(args) if getattr(args, k) != defaults[k]}
+        # What the command line names explicitly wins, even when it equals the default.
+        explicit = argparse.Namespace()
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+        p.parse_args(argv, namespace=explicit)
+        given = set(vars(explicit))
         for key, value in options.items():
             if key not in given:
                 setattr(args, key, value)
