@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -255,3 +255,36 @@ def read_dataframe(
             "row a group"
         )
     return x, y, df[group].to_numpy(), list(features)
+
+
+SamplerT = TypeVar("SamplerT")
+
+
+class SplitSamplers(Generic[SamplerT]):
+    """The meta-train / val / test task samplers of a table split by group (a base class).
+
+    A subclass sets ``self._samplers`` to one sampler per name in ``("train", "val", "test")``.
+    """
+
+    _samplers: dict[str, SamplerT]
+
+    def split(self, name: str) -> SamplerT:
+        """The task sampler of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if name not in self._samplers:
+            raise ValueError(f"split must be one of {tuple(self._samplers)}, got {name!r}")
+        return self._samplers[name]
+
+    @property
+    def train(self) -> SamplerT:
+        """Tasks from the meta-train groups."""
+        return self._samplers["train"]
+
+    @property
+    def val(self) -> SamplerT:
+        """Tasks from the validation groups (model selection, early stopping)."""
+        return self._samplers["val"]
+
+    @property
+    def test(self) -> SamplerT:
+        """Tasks from the held-out test groups (never seen in meta-training)."""
+        return self._samplers["test"]

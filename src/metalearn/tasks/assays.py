@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from metalearn._checks import check_int
-from metalearn.tasks._tables import listing, plural, warn_user
+from metalearn.tasks._tables import SplitSamplers, listing, plural, warn_user
 from metalearn.tasks.batch import TaskBatch
 from metalearn.tasks.grouped import SPLITS, _as_float, _to_numpy
 
@@ -111,7 +111,7 @@ class AssaySampler:
         )
 
 
-class MultiAssay:
+class MultiAssay(SplitSamplers[AssaySampler]):
     """Few-shot tasks from a wide label matrix with missing values: one task per assay.
 
     Row ``i`` is a compound with features ``x[i]``; column ``j`` of ``labels`` is assay
@@ -321,27 +321,7 @@ class MultiAssay:
         support_y = torch.arange(len(candidates)).repeat_interleave(self.k_shot)
         return support_rows, query_rows, support_y, query_y, torch.tensor(candidates)
 
-    # -- public surface ----------------------------------------------------------------------
-    def split(self, name: str) -> AssaySampler:
-        """The task sampler of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
-        if name not in self._samplers:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        return self._samplers[name]
-
-    @property
-    def train(self) -> AssaySampler:
-        """Tasks from the meta-train assays."""
-        return self._samplers["train"]
-
-    @property
-    def val(self) -> AssaySampler:
-        """Tasks from the validation assays."""
-        return self._samplers["val"]
-
-    @property
-    def test(self) -> AssaySampler:
-        """Tasks from the held-out test assays."""
-        return self._samplers["test"]
+    # -- public surface (split, train, val, test: SplitSamplers) ------------------------------
 
     def assay(self, name: str) -> AssaySampler:
         """A sampler of one assay's tasks (evaluate assay by assay with ``k_query=None``)."""

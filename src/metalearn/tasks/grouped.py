@@ -21,7 +21,14 @@ from torch import Tensor
 from metalearn._checks import check_int
 from metalearn.tasks._kinds import Classification, Regression
 from metalearn.tasks._kinds import as_float as _as_float  # also used by assays.py
-from metalearn.tasks._tables import listing, plural, read_csv, read_dataframe, warn_user
+from metalearn.tasks._tables import (
+    SplitSamplers,
+    listing,
+    plural,
+    read_csv,
+    read_dataframe,
+    warn_user,
+)
 from metalearn.tasks.batch import TaskBatch
 
 __all__ = ["GroupSampler", "Grouped"]
@@ -134,7 +141,7 @@ class GroupSampler:
         )
 
 
-class Grouped:
+class Grouped(SplitSamplers[GroupSampler]):
     """Few-shot tasks from a table whose rows are grouped (by condition, assay, cell line...).
 
     Every group is a task: a task's support and query rows are distinct rows of one group.
@@ -525,27 +532,7 @@ class Grouped:
             )
         return usable
 
-    # -- public surface ----------------------------------------------------------------------
-    def split(self, name: str) -> GroupSampler:
-        """The task sampler of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
-        if name not in self._samplers:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        return self._samplers[name]
-
-    @property
-    def train(self) -> GroupSampler:
-        """Tasks from the meta-train groups."""
-        return self._samplers["train"]
-
-    @property
-    def val(self) -> GroupSampler:
-        """Tasks from the validation groups (model selection, early stopping)."""
-        return self._samplers["val"]
-
-    @property
-    def test(self) -> GroupSampler:
-        """Tasks from the held-out test groups (never seen in meta-training)."""
-        return self._samplers["test"]
+    # -- public surface (split, train, val, test: SplitSamplers) ------------------------------
 
     @property
     def num_features(self) -> int:
