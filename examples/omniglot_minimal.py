@@ -169,7 +169,9 @@ def report(folder: Path) -> str:
         for ax, n in zip(axes[0], ways, strict=True):
             for r in (r for r in curves if r["ways"] == n):
                 its = [p["iteration"] for p in r["curve"]]
-                ax.plot(its, [100 * p["test_accuracy"] for p in r["curve"]], label=r["learner"])
+                colour = f"C{order[r['learner']]}"  # one colour per learner in every panel
+                accuracy = [100 * p["test_accuracy"] for p in r["curve"]]
+                ax.plot(its, accuracy, label=r["learner"], color=colour)
             ax.set(title=f"{n}-way 1-shot, unseen alphabets", xlabel="meta-iteration",
                    ylabel="test accuracy (%)")  # fmt: skip
             ax.axhline(100 / n, color="grey", linestyle=":", label="chance")
