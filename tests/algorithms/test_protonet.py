@@ -104,11 +104,7 @@ def test_a_short_run_learns_to_ignore_the_noise():
     tasks = Clusters(n_way=5, k_shot=5, k_query=5)
     before = ml.evaluate(protonet, tasks, num_tasks=100, batch_size=50).summary("accuracy")[0]
     optimizer = torch.optim.Adam(protonet.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(150):
-        optimizer.zero_grad()
-        protonet(tasks.sample(8, generator)).loss.backward()
-        optimizer.step()
+    ml.train(protonet, tasks, optimizer, iterations=150, meta_batch_size=8, seed=1, progress=False)
     after = ml.evaluate(protonet, tasks, num_tasks=100, batch_size=50).summary("accuracy")[0]
     assert after > before + 0.15 and after > 0.8, (before, after)
 
