@@ -71,6 +71,24 @@ def _check(check: Callable[[Any], str | None]) -> dict[str, Any]:
     return {"check": check}
 
 
+def _component(builtins: tuple[str, ...], *kinds: str) -> Callable[[Any], str | None]:
+    """A check for a name of a built-in, an entry point of ``kinds``, or ``package.module:Name``
+    (the object itself is imported when the experiment is built)."""
+
+    def check(name: Any) -> str | None:
+        from metalearn._plugins import ENTRY_POINT_GROUPS, name_problem
+
+        return name_problem(name, builtins, [ENTRY_POINT_GROUPS[k] for k in kinds])
+
+    return check
+
+
+#: Built-in short names; a config may also name user code (see :mod:`metalearn._plugins`).
+DATA_NAMES = ("sine", "omniglot", "miniimagenet")
+MODEL_NAMES = ("mlp", "conv4")
+LOSS_NAMES = ("mse", "cross_entropy")
+
+
 #: Field metadata marking the dict that collects a section's other keys (constructor kwargs).
 EXTRA = {"extra": True}
 
@@ -80,11 +98,13 @@ class DataConfig:
     """Where tasks come from.
 
     ``name`` is ``sine`` (:class:`metalearn.tasks.Sine`), ``omniglot`` or ``miniimagenet``
-    (:class:`metalearn.tasks.FewShot` over :mod:`metalearn.datasets`). Other keys are passed to
-    ``Sine`` (``amplitude``, ``phase``, ``x_range`` ...) or to the dataset class.
+    (:class:`metalearn.tasks.FewShot` over :mod:`metalearn.datasets`), or a task sampler or
+    class dataset of your own: ``package.module:Name`` or the name of an entry point in
+    ``metalearn.tasks`` / ``metalearn.datasets``. Other keys are passed to ``Sine`` (``amplitude``,
+    ``phase``, ``x_range`` ...), to the sampler or to the dataset class.
     """
 
-    name: Literal["sine", "omniglot", "miniimagenet"]
+    name: str = field(metadata=_check(_component(DATA_NAMES, "tasks", "dataset")))
     k_shot: int = field(metadata=_check(_positive))
     k_query: int = field(metadata=_check(_positive))
     n_way: int | None = field(default=None, metadata=_check(_positive))
@@ -95,7 +115,7 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict, metadata=EXTRA)
 
     def validate(self, path: str) -> None:
-        if self.name != "sine":
+        if self.name in ("omniglot", "miniimagenet"):
             for key in ("n_way", "root"):
                 if getattr(self, key) is None:
                     raise ConfigError(f"{path}.{key}: required for {self.name} tasks")
@@ -105,22 +125,26 @@ class DataConfig:
 class ModelConfig:
     """The network: ``mlp`` (:class:`metalearn.models.MLP`, give ``sizes``) or ``conv4``
     (:class:`metalearn.models.Conv4`; ``n_classes``, ``in_channels`` and ``image_size`` default
-    to the data's). Other keys are the class's constructor arguments."""
+    to the data's), or a model of your own: ``package.module:Name`` or an entry point of
+    ``metalearn.models``. Other keys are the class's constructor arguments."""
 
-    name: Literal["mlp", "conv4"]
+    name: str = field(metadata=_check(_component(MODEL_NAMES, "model")))
     options: dict[str, Any] = field(default_factory=dict, metadata=EXTRA)
 
 
 @dataclass
 class LearnerConfig:
-    """The learner: a class name on the ``metalearn`` package (``MAML``, ``FOMAML``, ...).
+    """The learner: a class name on the ``metalearn`` package (``MAML``, ``FOMAML``, ...), a
+    learner of your own as ``package.module:Name``, or an entry point of ``metalearn.learners``.
 
-    Other keys (``first_order``, ``adapt``, ``vectorize`` ...) are its constructor arguments.
+    ``loss`` is ``mse``, ``cross_entropy``, ``package.module:function`` or an entry point of
+    ``metalearn.losses``. Other keys (``first_order``, ``adapt``, ``vectorize`` ...) are the
+    learner's constructor arguments.
     """
 
     name: str
     inner_lr: float = field(metadata=_check(_non_negative))
-    loss: Literal["mse", "cross_entropy"] = "mse"
+    loss: str = field(default="mse", metadata=_check(_component(LOSS_NAMES, "loss")))
     inner_steps: int = field(default=1, metadata=_check(_non_negative))
     options: dict[str, Any] = field(default_factory=dict, metadata=EXTRA)
 

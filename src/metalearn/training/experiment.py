@@ -3,7 +3,8 @@
 Objects are found by name: learners by class name on the ``metalearn`` package (``MAML``,
 ``FOMAML``, ``Pretrain``, ...), tasks by ``sine``/``omniglot``/``miniimagenet``, models by
 ``mlp``/``conv4``, losses by ``mse``/``cross_entropy``. The image datasets are imported only
-when a config needs them.
+when a config needs them. Each of these may also be user code: ``package.module:Name``, or a
+name an installed package registers as an entry point (:data:`ENTRY_POINT_GROUPS`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import importlib
 import inspect
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import metalearn
+from metalearn._plugins import (
+    ENTRY_POINT_GROUPS,
+    MissingComponentError,
+    entry_point_names,
+    is_import_spec,
+    resolve,
+)
 from metalearn.algorithms.base import Learner
 from metalearn.config import (
     Config,
@@ -46,6 +54,7 @@ from metalearn.training.run_folder import claim_run_folder, remove_temporaries
 from metalearn.training.trainer import CHECKPOINT_FILE, EvalProtocol, Trainer
 
 __all__ = [
+    "ENTRY_POINT_GROUPS",
     "MissingComponentError",
     "build_learner",
     "build_model",
@@ -77,35 +86,100 @@ DATASETS = {"omniglot": ("Omniglot", 1, 28), "miniimagenet": ("MiniImagenet", 3,
 CONFIG_FILE = "config.yaml"
 
 
-class MissingComponentError(ImportError):
-    """A config names a class this installation does not have.
+# -- looking up components: built-in names, entry points, package.module:Name -------------------
+def _builtin_learners() -> dict[str, type[Learner]]:
+    # Read from the package each time, so ``metalearn.MyLearner = MyLearner`` works too.
+    return {
+        name: obj
+        for name in dir(metalearn)
+        if isinstance(obj := getattr(metalearn, name), type)
+        and issubclass(obj, Learner)
+        and obj is not Learner
+    }
 
-    Attributes:
-        component: the missing class(es), e.g. ``"metalearn.ANIL"`` (comma-separated).
-    """
 
-    def __init__(self, component: str, detail: str = "", message: str | None = None) -> None:
-        self.component = component
-        super().__init__(
-            message or f"{component} is not available in this version of metalearn{detail}"
+def _of_kind(obj: Any, key: str, name: str, base: type, what: str) -> Any:
+    """``obj`` when it is a subclass of ``base`` or a function (a factory, checked when built)."""
+    if isinstance(obj, type):
+        if issubclass(obj, base) and obj is not base:
+            return obj
+        raise ConfigError(
+            f"{key}: {name} is the class {obj.__module__}.{obj.__qualname__}, which is not {what}; "
+            f"name a subclass of {base.__module__.split('.')[0]}.{base.__qualname__} or a "
+            "function returning an instance of one"
         )
-
-
-# -- looking up classes --------------------------------------------------------------------------
-def learner_class(name: str) -> type[Learner]:
-    """The learner class ``metalearn.<name>``."""
-    found = getattr(metalearn, name, None)
-    if isinstance(found, type) and issubclass(found, Learner) and found is not Learner:
-        return found
-    available = sorted(
-        n
-        for n in dir(metalearn)
-        if isinstance(getattr(metalearn, n), type)
-        and issubclass(getattr(metalearn, n), Learner)
-        and getattr(metalearn, n) is not Learner
+    if callable(obj):
+        return obj
+    raise ConfigError(
+        f"{key}: {name} is a {type(obj).__name__}, not {what} or a function returning one"
     )
-    raise MissingComponentError(
-        f"metalearn.{name}", f"; learner.name must be one of {available}{suggest(name, available)}"
+
+
+def _built(obj: Any, key: str, name: str, base: type, what: str) -> Any:
+    if not isinstance(obj, base):
+        raise ConfigError(f"{key}: {name} returned a {type(obj).__name__}, not {what}")
+    return obj
+
+
+def learner_class(name: str) -> Callable[..., Learner]:
+    """The learner class (or a function returning a learner) that ``learner.name`` names.
+
+    ``name`` is a learner class of the ``metalearn`` package (``MAML``), ``package.module:Name``
+    or the name of an entry point in ``metalearn.learners``.
+
+    Raises:
+        MissingComponentError: naming the learners available, or the module that cannot be
+            imported.
+        ConfigError: when the object named is not a :class:`~metalearn.Learner` (or a function).
+    """
+    builtins = _builtin_learners()
+    group = ENTRY_POINT_GROUPS["learner"]
+    known = name in builtins or name in entry_point_names([group])
+    if not known and not is_import_spec(name):
+        available = sorted(builtins)
+        raise MissingComponentError(
+            f"metalearn.{name}",
+            f"; learner.name must be one of {available}, an entry point of {group}, or "
+            f"package.module:Name for a learner of your own{suggest(name, available)}",
+        )
+    found = resolve(name, "learner.name", builtins, [group], "learner")
+    return _of_kind(found, "learner.name", name, Learner, "a metalearn.Learner")
+
+
+def model_class(name: str) -> Callable[..., nn.Module]:
+    """The model class (or a function returning a model) that ``model.name`` names."""
+    found = resolve(name, "model.name", MODELS, [ENTRY_POINT_GROUPS["model"]], "model")
+    return _of_kind(found, "model.name", name, nn.Module, "a torch.nn.Module")
+
+
+def loss_function(name: str) -> Callable[..., torch.Tensor]:
+    """The loss function ``loss(prediction, target) -> scalar`` that ``learner.loss`` names."""
+    found = resolve(name, "learner.loss", LOSSES, [ENTRY_POINT_GROUPS["loss"]], "loss")
+    if isinstance(found, type) or not callable(found):
+        what = f"the class {found.__qualname__}" if isinstance(found, type) else "not callable"
+        raise ConfigError(
+            f"learner.loss: {name} is {what}; a loss is a function "
+            "loss(prediction, target) -> scalar tensor, e.g. torch.nn.functional:mse_loss"
+        )
+    return found
+
+
+def data_source(name: str) -> tuple[str, type]:
+    """What a plugin ``data.name`` names: ``("tasks", sampler class)`` for a task sampler (it has
+    ``sample(num_tasks, generator)``), ``("dataset", class)`` for a class dataset that
+    :class:`~metalearn.tasks.FewShot` draws tasks from (``num_classes``, ``class_sizes``,
+    ``gather()``)."""
+    groups = [ENTRY_POINT_GROUPS["tasks"], ENTRY_POINT_GROUPS["dataset"]]
+    found = resolve(name, "data.name", {}, groups, "task source")
+    if isinstance(found, type):
+        if callable(getattr(found, "sample", None)):
+            return "tasks", found
+        if callable(getattr(found, "gather", None)) or callable(getattr(found, "images", None)):
+            return "dataset", found
+    raise ConfigError(
+        f"data.name: {name} is neither a task sampler class (with a method "
+        "sample(num_tasks, generator) -> TaskBatch) nor a class dataset (num_classes, "
+        "class_sizes and a method gather(); see metalearn.datasets.ClassDataset)"
     )
 
 
@@ -135,16 +209,37 @@ def _check_kwargs(
     kwargs: dict[str, Any],
     reserved: Iterable[str] = (),
     section: type | None = None,
+    *,
+    passed: Iterable[str] = (),
+    spec: str | None = None,
 ) -> None:
     """Every key of ``kwargs`` must be a keyword parameter of ``target`` (a class or function).
 
-    ``reserved`` parameters are filled by the builder; ``section`` is the config dataclass whose
-    own keys are also offered as suggestions for a typo.
+    ``reserved`` parameters are filled by the builder; those of them in ``passed`` are always
+    passed by keyword, so ``target`` must take them. ``section`` is the config dataclass whose
+    own keys are also offered as suggestions for a typo. ``spec`` is the config name of user
+    code: messages then show it with its signature.
     """
-    signature = inspect.signature(target)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return
     params = signature.parameters
+    label = f"{spec}{signature}" if spec is not None else None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
+    takes = [
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    for key in passed:
+        if key not in takes:
+            raise ConfigError(
+                f"{path}.name: {label or getattr(target, '__name__', target)} does not take the "
+                f"keyword argument {key!r}; metalearn calls it with the keywords "
+                f"{', '.join(passed)} and the section's other keys"
+            )
     accepted = [
         n
         for n, p in params.items()
@@ -155,7 +250,7 @@ def _check_kwargs(
         if (section is not None)
         else []
     )
-    name = getattr(target, "__name__", str(target))
+    name = label or getattr(target, "__name__", str(target))
     for key in kwargs:
         if key not in accepted:
             valid = [*schema, *accepted]
@@ -163,13 +258,15 @@ def _check_kwargs(
                 f"{path}.{key}: unknown key{suggest(key, valid)} "
                 f"({path} takes {', '.join(valid)}; extra keys go to {name})"
             )
-    for key in accepted:
+    given = {*kwargs, *passed}
+    # The builder fills a built-in's reserved parameters; user code must not need others.
+    for key in accepted if spec is None else [n for n in params if n != "self"]:
         param = params[key]
         required = param.default is inspect.Parameter.empty and param.kind not in (
             inspect.Parameter.VAR_POSITIONAL,
             inspect.Parameter.VAR_KEYWORD,
         )
-        if required and key not in kwargs:
+        if required and key not in given:
             raise ConfigError(f"{path}.{key}: missing required key (for {name})")
 
 
@@ -215,18 +312,32 @@ def check_config(config: Config) -> None:
         except MissingComponentError as e:
             missing.append(e)
 
-    model = MODELS[config.model.name]
-    _check_kwargs("model", model, _model_kwargs(config), ("activation",), ModelConfig)
+    model_name = config.model.name
+    builtin_model = model_name in MODELS
+    attempt(
+        lambda: _check_kwargs(
+            "model",
+            model_class(model_name),
+            _model_kwargs(config),
+            ("activation",) if builtin_model else (),
+            ModelConfig,
+            spec=None if builtin_model else model_name,
+        )
+    )
     learner_keys = ("model", "loss", "inner_lr", "inner_steps")
+    learner_name = config.learner.name
     attempt(
         lambda: _check_kwargs(
             "learner",
-            learner_class(config.learner.name),
+            learner_class(learner_name),
             config.learner.options,
             learner_keys,
             LearnerConfig,
+            passed=learner_keys,
+            spec=None if learner_name in _builtin_learners() else learner_name,
         )
     )
+    attempt(lambda: loss_function(config.learner.loss))
     opt = config.optimizer
     _check_kwargs("optimizer", OPTIMIZERS[opt.name], opt.options, ("params", "lr"), OptimizerConfig)
     if config.scheduler is not None:
@@ -239,7 +350,7 @@ def check_config(config: Config) -> None:
         )
     if config.data.name == "sine":
         _check_kwargs("data", Sine, config.data.options, ("k_shot", "k_query", "dtype"), DataConfig)
-    else:
+    elif config.data.name in DATASETS:
         attempt(
             lambda: _check_kwargs(
                 "data",
@@ -250,12 +361,29 @@ def check_config(config: Config) -> None:
             )
         )
         attempt(fewshot_class)
+    else:
+        attempt(lambda: _check_data_source(config.data))
     if len(missing) == 1:
         raise missing[0]
     if missing:
         raise MissingComponentError(
             ", ".join(e.component for e in missing), message="; ".join(str(e) for e in missing)
         )
+
+
+def _check_data_source(data: DataConfig) -> None:
+    kind, cls = data_source(data.name)
+    if kind == "tasks":
+        keys = ("k_shot", "k_query")
+        _check_kwargs("data", cls, data.options, keys, DataConfig, passed=keys, spec=data.name)
+        return
+    if data.n_way is None:
+        raise ConfigError(f"data.n_way: required for tasks drawn from the dataset {data.name}")
+    passed = ("split",) if data.root is None else ("root", "split")
+    _check_kwargs(
+        "data", cls, data.options, ("root", "split"), DataConfig, passed=passed, spec=data.name
+    )
+    fewshot_class()
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -273,24 +401,40 @@ def build_task_sampler(config: Config, split: str = "train") -> TaskSampler:
     if data.name == "sine":
         return Sine(data.k_shot, k_query, **data.options)
     split_name = {"train": data.train_split, "val": data.val_split, "test": data.test_split}[split]
-    dataset = dataset_class(data.name)(data.root, split=split_name, **data.options)
+    if data.name in DATASETS:
+        dataset = dataset_class(data.name)(data.root, split=split_name, **data.options)
+    else:
+        kind, cls = data_source(data.name)
+        if kind == "tasks":  # like sine: one sampler per split, told only the shots
+            return cls(k_shot=data.k_shot, k_query=k_query, **data.options)
+        root = {} if data.root is None else {"root": data.root}
+        dataset = cls(**root, split=split_name, **data.options)
     try:
         return fewshot_class()(dataset, n_way=data.n_way, k_shot=data.k_shot, k_query=k_query)
     except (TypeError, ValueError) as e:  # n_way or shots the split cannot supply
-        raise ConfigError(f"data (the {split_name!r} split of {data.root}): {e}") from e
+        where = data.root if data.root is not None else data.name
+        raise ConfigError(f"data (the {split_name!r} split of {where}): {e}") from e
 
 
 def build_model(config: Config) -> nn.Module:
     """The network named by ``model.name`` with its keyword arguments."""
-    return MODELS[config.model.name](**_model_kwargs(config))
+    name = config.model.name
+    model = model_class(name)(**_model_kwargs(config))
+    return _built(model, "model.name", name, nn.Module, "a torch.nn.Module")
 
 
 def build_learner(config: Config) -> Learner:
-    """The learner ``metalearn.<learner.name>(model, loss, inner_lr, inner_steps, **options)``."""
+    """The learner ``learner.name`` names, called with the keywords ``model``, ``loss``,
+    ``inner_lr``, ``inner_steps`` and the section's other keys."""
     lc = config.learner
-    return learner_class(lc.name)(
-        build_model(config), LOSSES[lc.loss], lc.inner_lr, lc.inner_steps, **lc.options
+    learner = learner_class(lc.name)(
+        model=build_model(config),
+        loss=loss_function(lc.loss),
+        inner_lr=lc.inner_lr,
+        inner_steps=lc.inner_steps,
+        **lc.options,
     )
+    return _built(learner, "learner.name", lc.name, Learner, "a metalearn.Learner")
 
 
 def resolve_device(name: str) -> torch.device:
