@@ -214,7 +214,8 @@ def test_import_paths_name_a_learner_model_loss_and_task_sampler(on_path):
         (
             {"model.name": f"{MODULE}:Lines"},
             ConfigError,
-            r"model\.name: .*which is not a torch\.nn\.Module",
+            r"model\.name: .*which is not a torch\.nn\.Module; name a subclass of "
+            r"torch\.nn\.Module or a function",
         ),
         (
             {"learner.loss": f"{MODULE}:Net"},

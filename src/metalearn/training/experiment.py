@@ -99,25 +99,25 @@ def _builtin_learners() -> dict[str, type[Learner]]:
 
 
 def _of_kind(obj: Any, key: str, name: str, base: type, what: str) -> Any:
-    """``obj`` when it is a subclass of ``base`` or a function (a factory, checked when built)."""
+    """``obj`` when it is a subclass of ``base`` (publicly ``what``) or a function (a factory,
+    whose result :func:`_built` checks)."""
     if isinstance(obj, type):
         if issubclass(obj, base) and obj is not base:
             return obj
         raise ConfigError(
-            f"{key}: {name} is the class {obj.__module__}.{obj.__qualname__}, which is not {what}; "
-            f"name a subclass of {base.__module__.split('.')[0]}.{base.__qualname__} or a "
-            "function returning an instance of one"
+            f"{key}: {name} is the class {obj.__module__}.{obj.__qualname__}, which is not a "
+            f"{what}; name a subclass of {what} or a function returning an instance of one"
         )
     if callable(obj):
         return obj
     raise ConfigError(
-        f"{key}: {name} is a {type(obj).__name__}, not {what} or a function returning one"
+        f"{key}: {name} is a {type(obj).__name__}, not a {what} or a function returning one"
     )
 
 
 def _built(obj: Any, key: str, name: str, base: type, what: str) -> Any:
     if not isinstance(obj, base):
-        raise ConfigError(f"{key}: {name} returned a {type(obj).__name__}, not {what}")
+        raise ConfigError(f"{key}: {name} returned a {type(obj).__name__}, not a {what}")
     return obj
 
 
@@ -143,13 +143,13 @@ def learner_class(name: str) -> Callable[..., Learner]:
             f"package.module:Name for a learner of your own{suggest(name, available)}",
         )
     found = resolve(name, "learner.name", builtins, [group], "learner")
-    return _of_kind(found, "learner.name", name, Learner, "a metalearn.Learner")
+    return _of_kind(found, "learner.name", name, Learner, "metalearn.Learner")
 
 
 def model_class(name: str) -> Callable[..., nn.Module]:
     """The model class (or a function returning a model) that ``model.name`` names."""
     found = resolve(name, "model.name", MODELS, [ENTRY_POINT_GROUPS["model"]], "model")
-    return _of_kind(found, "model.name", name, nn.Module, "a torch.nn.Module")
+    return _of_kind(found, "model.name", name, nn.Module, "torch.nn.Module")
 
 
 def loss_function(name: str) -> Callable[..., torch.Tensor]:
@@ -420,7 +420,7 @@ def build_model(config: Config) -> nn.Module:
     """The network named by ``model.name`` with its keyword arguments."""
     name = config.model.name
     model = model_class(name)(**_model_kwargs(config))
-    return _built(model, "model.name", name, nn.Module, "a torch.nn.Module")
+    return _built(model, "model.name", name, nn.Module, "torch.nn.Module")
 
 
 def build_learner(config: Config) -> Learner:
@@ -434,7 +434,7 @@ def build_learner(config: Config) -> Learner:
         inner_steps=lc.inner_steps,
         **lc.options,
     )
-    return _built(learner, "learner.name", lc.name, Learner, "a metalearn.Learner")
+    return _built(learner, "learner.name", lc.name, Learner, "metalearn.Learner")
 
 
 def resolve_device(name: str) -> torch.device:
