@@ -82,6 +82,22 @@ def half_mse(prediction, target):
     return 0.5 * F.mse_loss(prediction, target)
 
 
+class Blobs:
+    """A class dataset: random 4x4 grey images, 5 per class, a different draw per split."""
+
+    def __init__(self, split: str = "train", classes: int = 6) -> None:
+        seed = {"train": 0, "val": 1, "test": 2}[split]
+        draw = torch.Generator().manual_seed(seed)
+        pixels = torch.randint(0, 256, (classes * 5, 4, 4), generator=draw)
+        rows = [range(c * 5, c * 5 + 5) for c in range(classes)]
+        names = [f"{split}{c}" for c in range(classes)]
+        self.images = ml.datasets.ImageClasses(pixels.to(torch.uint8).numpy(), rows, names)
+        self.num_classes, self.class_sizes = self.images.num_classes, self.images.class_sizes
+
+    def gather(self, classes, indices):
+        return self.images.gather(classes, indices)
+
+
 class Lines:
     """Tasks y = a x + b, a and b uniform in [-1, 1]."""
 
@@ -249,6 +265,25 @@ def test_import_paths_name_a_learner_model_loss_and_task_sampler(on_path):
 def test_user_code_errors_name_the_fix(on_path, changes, error, message):
     with pytest.raises(error, match=message):
         check_config(lab_config(**changes))
+
+
+def test_a_class_dataset_gives_few_shot_tasks(on_path):
+    config = lab_config(
+        **{"data": f"{{name: '{MODULE}:Blobs', n_way: 3, k_shot: 1, k_query: 2, classes: 4}}"}
+    )
+    check_config(config)
+    batch = build_task_sampler(config, "test").sample(2)
+    assert batch.support.x.shape == (2, 3, 1, 4, 4) and batch.query.y.shape == (2, 6)
+    assert sorted(batch.support.y[0].tolist()) == [0, 1, 2]
+    with pytest.raises(
+        ConfigError, match=r"data\.n_way: required for tasks drawn from the dataset"
+    ):
+        check_config(lab_config(**{"data.name": f"{MODULE}:Blobs"}))
+    # A dataset that takes no root is told none; given one, the message says it takes none.
+    with pytest.raises(ConfigError, match=r"Blobs\(split: .*does not take the keyword .*'root'"):
+        check_config(
+            lab_config(**{"data.name": f"{MODULE}:Blobs", "data.n_way": 3, "data.root": "/x"})
+        )
 
 
 def test_a_factory_must_return_a_learner(on_path):
