@@ -3,11 +3,12 @@
 iMAML (Rajeswaran et al. 2019) adapts each task with a proximal term that keeps the fast
 weights near the initialisation, ``L_support(theta) + (lam / 2) * ||theta - phi||^2``, and
 differentiates the solution implicitly. This learner keeps the proximal inner objective but
-differentiates through the unrolled steps like MAML, so it is ~40 lines on the one inner loop:
+differentiates through the unrolled steps like MAML, so it is a few lines on public names:
 
-1. the inner objective is the loss of a forward pass, so the proximal term rides along with
-   the prediction (the forward returns both, and the loss adds them);
-2. everything else (step sizes, which parameters adapt, backends, vmap over tasks, first
+1. the inner loop descends :meth:`~metalearn.Learner.inner_objective`, here the learner's
+   objective (the loss of the forward) plus the proximal term around the starting point
+   ``phi``; the query loss stays the plain :meth:`~metalearn.Learner.objective`;
+2. everything else (the update rule, which parameters adapt, backends, vmap over tasks, first
    order, evaluation) is inherited from :class:`metalearn.Learner`.
 
 Run:  python examples/new_algorithm.py --iterations 2000
@@ -22,8 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import metalearn as ml
-from metalearn.algorithms.base import task_metrics
-from metalearn.algorithms.inner import LossFn, Params, checked_loss, inner_loop
 from metalearn.tasks import Split
 
 
@@ -33,8 +32,8 @@ class ProximalMAML(ml.Learner):
     Args:
         model, loss, inner_lr, inner_steps: as for :class:`metalearn.MAML`.
         lam: strength of the pull toward the initialisation phi (0 gives MAML).
-        **kwargs: ``first_order``, ``adapt``, ``vectorize``, ``backend`` of
-            :class:`metalearn.Learner`.
+        **kwargs: the shared keywords of :class:`metalearn.Learner` (``first_order``,
+            ``adapt``, ``update``, ``objective``, ``vectorize``, ``backend``).
 
     Reference:
         Rajeswaran, Finn, Kakade, Levine. Meta-Learning with Implicit Gradients. NeurIPS 2019.
@@ -43,9 +42,10 @@ class ProximalMAML(ml.Learner):
     def __init__(
         self,
         model: nn.Module,
-        loss: LossFn,
+        loss,
         inner_lr: float,
         inner_steps: int = 1,
+        *,
         lam: float = 1.0,
         **kwargs,
     ) -> None:
@@ -54,35 +54,14 @@ class ProximalMAML(ml.Learner):
             raise ValueError(f"lam must be a number >= 0, got {lam!r}")
         self.lam = float(lam)
 
-    def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw):
-        anchor = {k: params[k] for k in self.adapt_names}  # phi: the proximal centre
+    def inner_objective(self, params: dict[str, Tensor], steps: int):
+        phi = {k: params[k] for k in self.adapt_names}  # the proximal centre, differentiable
 
-        def forward(fast: Params, x: Tensor) -> tuple[Tensor, Tensor]:
-            distance = sum((fast[k] - anchor[k]).pow(2).sum() for k in anchor)
-            return self._forward(fast, x), distance
+        def proximal(theta: dict[str, Tensor], split: Split) -> Tensor:
+            distance = sum((theta[k] - phi[k]).pow(2).sum() for k in phi)
+            return self.objective(theta, split) + 0.5 * self.lam * distance
 
-        def proximal_loss(out: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-            prediction, distance = out
-            return checked_loss(self.loss, prediction, y) + 0.5 * self.lam * distance
-
-        return inner_loop(
-            forward,
-            params,
-            support,
-            proximal_loss,
-            steps=steps,
-            lr=self.step_sizes(),
-            adapt=self.adapt_names,
-            first_order=first_order,
-            backend=self.backend,
-            **kw,
-        )
-
-    def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
-        fast = self.inner(params, support, self.inner_steps, self.first_order)
-        prediction = self.predict(fast, query.x)
-        value = checked_loss(self.loss, prediction, query.y)  # the plain query loss
-        return value, task_metrics(prediction, query.y, value)
+        return proximal
 
 
 def main(argv: list[str] | None = None) -> ml.Evaluation:

@@ -3,7 +3,7 @@
 The public API is re-exported here; ``docs/architecture.md`` describes the design.
 """
 
-from metalearn import algorithms, chem, datasets, models, tasks, training
+from metalearn import algorithms, chem, datasets, models, tasks, training, updates
 from metalearn.algorithms import (
     ANIL,
     FOMAML,
@@ -62,4 +62,5 @@ __all__ = [
     "train",
     "training",
     "tune_cpu_allocator",
+    "updates",
 ]

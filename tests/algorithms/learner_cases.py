@@ -30,7 +30,9 @@ LEARNERS: dict[str, tuple[Factory, bool]] = {
     "MetaSGD": (lambda model, loss, **kw: ml.MetaSGD(model, loss, 0.3, 2, **kw), True),
     "Reptile": (lambda model, loss, **kw: ml.Reptile(model, loss, 0.3, 3, **kw), False),
     "ReptileAdam": (
-        lambda model, loss, **kw: ml.Reptile(model, loss, 0.05, 3, inner_optimizer="adam", **kw),
+        lambda model, loss, **kw: ml.Reptile(
+            model, loss, 0.05, 3, update=ml.updates.adam(0.05, betas=(0.0, 0.999)), **kw
+        ),
         False,
     ),
     "MAMLPlusPlus": (_mamlpp, True),

@@ -12,7 +12,6 @@ from torch import nn
 
 import metalearn as ml
 from metalearn.algorithms.inner import functional_forward, inner_loop, map_tasks, resolve_vectorize
-from metalearn.algorithms.reptile import InnerAdam
 from metalearn.tasks import Split
 
 
@@ -97,24 +96,27 @@ def test_missing_higher_names_the_install_command(monkeypatch):
     ml.MAML(ml.models.MLP([1, 4, 1]), F.mse_loss, 0.1)  # the default backend does not need it
 
 
+def loss_of(forward):
+    return lambda p, split: F.mse_loss(forward(p, split.x), split.y)
+
+
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend"):
         functional_forward(nn.Linear(1, 1), backend="jax")
     net = nn.Linear(1, 1)
     with pytest.raises(ValueError, match="backend"):
         inner_loop(
-            functional_forward(net),
+            loss_of(functional_forward(net)),
             dict(net.named_parameters()),
             Split(torch.zeros(2, 1), torch.zeros(2, 1)),
-            F.mse_loss,
             steps=1,
-            lr=0.1,
+            update=ml.updates.sgd(0.1),
             backend="jax",
         )
 
 
 @pytest.mark.parametrize("backend", ["func", "higher"])
-def test_per_step_forwards_and_transform_hook(float64, backend):
+def test_per_step_objectives_and_update_rules(float64, backend):
     torch.manual_seed(0)
     net = ml.models.MLP([1, 4, 1], activation=nn.Tanh).double()
     params = dict(net.named_parameters())
@@ -122,12 +124,11 @@ def test_per_step_forwards_and_transform_hook(float64, backend):
     plain = functional_forward(net, backend)
     scaled = lambda p, x: 2.0 * plain(p, x)  # noqa: E731
     path = inner_loop(
-        [plain, scaled],
+        [loss_of(plain), loss_of(scaled)],
         params,
         support,
-        F.mse_loss,
         steps=2,
-        lr=0.1,
+        update=ml.updates.sgd(0.1),
         trajectory=True,
         backend=backend,
     )
@@ -139,17 +140,22 @@ def test_per_step_forwards_and_transform_hook(float64, backend):
         by_hand = {k: v - 0.1 * g for (k, v), g in zip(by_hand.items(), grads, strict=True)}
     for k in params:
         torch.testing.assert_close(path[2][k], by_hand[k])
-    with pytest.raises(ValueError, match="per-step forwards cover 2 steps"):
-        inner_loop([plain, scaled], params, support, F.mse_loss, steps=3, lr=0.1, backend=backend)
-    # The transform hook: Adam's first step moves every entry by lr * sign(grad).
+    with pytest.raises(ValueError, match="per-step objectives cover 2 steps"):
+        inner_loop(
+            [loss_of(plain), loss_of(scaled)],
+            params,
+            support,
+            steps=3,
+            update=ml.updates.sgd(0.1),
+            backend=backend,
+        )
+    # Adam's first step moves every entry by lr * sign(grad).
     fast = inner_loop(
-        plain,
+        loss_of(plain),
         params,
         support,
-        F.mse_loss,
         steps=1,
-        lr=0.01,
-        transform=InnerAdam(eps=1e-12),
+        update=ml.updates.adam(0.01, eps=1e-12),
         backend=backend,
     )
     grads = torch.autograd.grad(

@@ -105,10 +105,16 @@ def test_inner_loop_under_no_grad_gives_constants(float64):
     net = ml.models.MLP([1, 4, 1])
     params = dict(net.named_parameters())
     support = Split(torch.randn(5, 1), torch.randn(5, 1))
+    forward = functional_forward(net)
+
+    def objective(p, split):
+        return F.mse_loss(forward(p, split.x), split.y)
+
+    sgd = ml.updates.sgd(0.1)
     with torch.no_grad():
-        fast = inner_loop(functional_forward(net), params, support, F.mse_loss, steps=2, lr=0.1)
+        fast = inner_loop(objective, params, support, steps=2, update=sgd)
     assert not any(v.requires_grad for v in fast.values())
-    moved = inner_loop(functional_forward(net), params, support, F.mse_loss, steps=2, lr=0.1)
+    moved = inner_loop(objective, params, support, steps=2, update=sgd)
     for name in fast:
         torch.testing.assert_close(fast[name], moved[name].detach(), rtol=0, atol=1e-12)
 

@@ -153,7 +153,7 @@ def test_memory_graph_is_not_kept_through_the_inner_loop():
 
 def test_inner_steps_are_freed_as_the_loop_goes(monkeypatch):
     # Memory flat in inner steps: when step k runs, no earlier step's weights are alive.
-    import metalearn.algorithms.imaml as imaml_module
+    import metalearn.algorithms.inner as inner_module
 
     refs, alive = [], []
 
@@ -162,7 +162,7 @@ def test_inner_steps_are_freed_as_the_loop_goes(monkeypatch):
         refs.append(weakref.ref(fast["head.weight"]))
         return support_gradients(loss, fast, first_order, *args)
 
-    monkeypatch.setattr(imaml_module, "support_gradients", recording)
+    monkeypatch.setattr(inner_module, "support_gradients", recording)
     torch.manual_seed(0)
     learner = ml.IMAML(ml.models.MLP([1, 8, 1]), F.mse_loss, 0.02, 10, lam=1.0)
     learner(ml.tasks.Sine(5, 5).sample(1)).loss.backward()

@@ -267,28 +267,30 @@ def test_inner_loop_trajectory_and_zero_steps():
     net = ml.models.MLP([1, 4, 1])
     params = dict(net.named_parameters())
     support = Split(torch.randn(5, 1), torch.randn(5, 1))
-    path = inner_loop(
-        functional_forward(net), params, support, F.mse_loss, steps=3, lr=0.1, trajectory=True
-    )
+    forward = functional_forward(net)
+
+    def objective(p, split):
+        return F.mse_loss(forward(p, split.x), split.y)
+
+    sgd = ml.updates.sgd(0.1)
+    path = inner_loop(objective, params, support, steps=3, update=sgd, trajectory=True)
     assert len(path) == 4 and path[0]["head.bias"] is params["head.bias"]
-    last = inner_loop(functional_forward(net), params, support, F.mse_loss, steps=3, lr=0.1)
+    last = inner_loop(objective, params, support, steps=3, update=sgd)
     torch.testing.assert_close(path[-1]["head.bias"], last["head.bias"])
-    assert (
-        inner_loop(functional_forward(net), params, support, F.mse_loss, steps=0, lr=0.1) == params
-    )
+    assert inner_loop(objective, params, support, steps=0, update=sgd) == params
 
 
-def test_per_step_step_sizes_must_cover_the_steps():
+def test_inner_objective_must_be_a_scalar():
     net = ml.models.MLP([1, 4, 1])
     support = Split(torch.randn(5, 1), torch.randn(5, 1))
-    with pytest.raises(ValueError, match="cover 1 steps"):
+    forward = functional_forward(net)
+    with pytest.raises(ValueError, match="scalar tensor"):
         inner_loop(
-            functional_forward(net),
+            lambda p, s: (forward(p, s.x) - s.y) ** 2,
             dict(net.named_parameters()),
             support,
-            F.mse_loss,
-            steps=2,
-            lr=[0.1],
+            steps=1,
+            update=ml.updates.sgd(0.1),
         )
 
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from learner_cases import build, meta_gradient, tiny_conv, tiny_mlp
 
 import metalearn as ml
-from metalearn.algorithms.inner import inner_loop
 from metalearn.algorithms.mamlpp import multi_step_loss_weights
 
 
@@ -47,7 +46,7 @@ def test_derivative_order_annealing(float64):
     second, _ = build("MAML", "mlp")
     first, _ = build("FOMAML", "mlp")
     with torch.no_grad():  # MAML++ with its learned rates at their initial value is MAML
-        assert all(torch.all(r == 0.3) for r in learner.step_lrs.values())
+        assert all(torch.all(r == 0.3) for r in learner.update.rates.values())
 
     def model_grad(lrn):
         return meta_gradient(lrn, batch)[1][: sum(p.numel() for p in lrn.model.parameters())]
@@ -62,21 +61,26 @@ def test_derivative_order_annealing(float64):
 def test_learned_per_step_rates_are_used_per_step(float64):
     learner, batch = build("MAMLPlusPlus", "mlp", per_step_bn=False)
     with torch.no_grad():
-        for rates in learner.step_lrs.values():
+        for rates in learner.update.rates.values():
             rates.copy_(torch.tensor([0.1, 0.5]))
     support = batch.task(0).support
-    rates = [{n: torch.tensor(r) for n in learner.adapt_names} for r in (0.1, 0.5)]
-    expected = inner_loop(
-        learner._forward, learner.params(), support, F.mse_loss, steps=2, lr=rates
-    )
+    by_hand = learner.params()
+    for rate in (0.1, 0.5):
+        loss = F.mse_loss(learner.model_forward(by_hand, support.x), support.y)
+        grads = torch.autograd.grad(loss, list(by_hand.values()))
+        by_hand = {k: v - rate * g for (k, v), g in zip(by_hand.items(), grads, strict=True)}
     fast = learner.adapt(support)
     for k in fast:
-        torch.testing.assert_close(fast[k], expected[k])
+        torch.testing.assert_close(fast[k], by_hand[k])
     # Evaluating longer than training reuses the last step's rate.
-    assert len(learner.step_sizes(4)) == 4
-    assert learner.step_sizes(4)[3]["head.weight"] is not None
+    fourth = learner.adapt(support, 4)
+    third = learner.adapt(support, 3)
+    g = torch.autograd.grad(
+        F.mse_loss(learner.model_forward(third, support.x), support.y), third["head.bias"]
+    )[0]
+    torch.testing.assert_close(fourth["head.bias"], third["head.bias"] - 0.5 * g)
     learner(batch).loss.backward()
-    assert all(r.grad is not None and torch.all(r.grad != 0) for r in learner.step_lrs.values())
+    assert all(r.grad is not None and torch.all(r.grad != 0) for r in learner.update.rates.values())
 
 
 def test_per_step_batchnorm_sets(float64):

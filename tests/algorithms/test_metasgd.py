@@ -17,27 +17,27 @@ def test_rates_and_weights_match_the_closed_form(backend):
     learner(batch).loss.backward()
     expected = closed_form(0.7, 0.1, batch)
     assert learner.model.weight.grad.item() == pytest.approx(expected["maml"], rel=1e-12)
-    rate = learner.step_sizes()["weight"]
+    rate = learner.update.named_rates()["weight"]
     assert rate.grad.item() == pytest.approx(expected["alpha"], rel=1e-12)
 
 
-def test_step_sizes_are_a_dict_of_parameter_shaped_rates():
+def test_rates_are_parameter_shaped_and_learner_parameters():
     model = ml.models.MLP([1, 4, 3])
     learner = ml.MetaSGD(model, F.mse_loss, 0.02)
-    rates = learner.step_sizes()
+    rates = learner.update.named_rates()
     assert list(rates) == [n for n, _ in model.named_parameters()]
     for name, p in model.named_parameters():
         assert rates[name].shape == p.shape
         assert torch.all(rates[name] == 0.02)
-        assert rates[name] is learner.inner_lrs[name.replace(".", "__")]
+        assert rates[name] is learner.update.rates[name.replace(".", "__")]
     learner_params = {id(p) for p in learner.parameters()}
     assert all(id(r) in learner_params for r in rates.values())
-    assert set(learner.state_dict()) >= {"inner_lrs.head__weight", "inner_lrs.body__0__bias"}
+    assert set(learner.state_dict()) >= {"update.rates.head__weight", "update.rates.body__0__bias"}
 
 
 def test_only_adapted_parameters_get_rates():
     learner = ml.MetaSGD(ml.models.MLP([1, 4, 1]), F.mse_loss, 0.02, adapt="head")
-    assert sorted(learner.step_sizes()) == ["head.bias", "head.weight"]
+    assert sorted(learner.update.named_rates()) == ["head.bias", "head.weight"]
 
 
 def test_rates_change_the_adaptation():
@@ -46,7 +46,18 @@ def test_rates_change_the_adaptation():
     support = ml.tasks.Sine(5, 5).sample(1).task(0).support
     before = learner.adapt(support, 1)["head.weight"].detach().clone()
     with torch.no_grad():
-        learner.inner_lrs["head__weight"].mul_(3)
+        learner.update.rates["head__weight"].mul_(3)
     after = learner.adapt(support, 1)["head.weight"].detach()
     start = learner.model.head.weight.detach()
     torch.testing.assert_close(after - start, 3 * (before - start))
+
+
+def test_checkpoints_from_before_update_rules_load():
+    # Meta-SGD stored its rates as inner_lrs.*; they now live in the update rule.
+    learner = ml.MetaSGD(ml.models.MLP([1, 4, 1]), F.mse_loss, 0.02)
+    old = {
+        k.replace("update.rates.", "inner_lrs."): v + 1.0 for k, v in learner.state_dict().items()
+    }
+    assert "inner_lrs.head__weight" in old
+    learner.load_state_dict(old)
+    torch.testing.assert_close(learner.update.rates["head__weight"], old["inner_lrs.head__weight"])

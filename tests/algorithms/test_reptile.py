@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import metalearn as ml
-from metalearn.algorithms.reptile import InnerAdam
 
 
 def problem(tasks: int = 3):
@@ -69,7 +68,9 @@ def test_one_step_is_inner_lr_times_the_mean_support_gradient():
 
 def test_inner_adam_matches_torch_adam_per_task():
     model, batch = problem(tasks=2)
-    reptile = ml.Reptile(model, F.mse_loss, 0.01, 5, inner_optimizer="adam")
+    reptile = ml.Reptile(
+        model, F.mse_loss, 0.01, 5, update=ml.updates.adam(0.01, betas=(0.0, 0.999))
+    )
     for task in batch:
         copy = ml.models.MLP([1, 6, 1], activation=nn.Tanh).double()
         copy.load_state_dict(model.state_dict())
@@ -104,9 +105,13 @@ def test_no_second_order_graph_and_query_metrics():
 
 def test_bad_arguments():
     model = ml.models.MLP([1, 4, 1])
-    with pytest.raises(ValueError, match="inner_optimizer"):
-        ml.Reptile(model, F.mse_loss, 0.1, inner_optimizer="rmsprop")
+    with pytest.raises(TypeError, match=r"update=metalearn.updates.adam\(inner_lr"):
+        ml.Reptile(model, F.mse_loss, 0.1, inner_optimizer="adam")
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        ml.Reptile(model, F.mse_loss, 0.1, inner_optimiser="adam")
+    with pytest.raises(TypeError, match="not the string 'adam'"):
+        ml.Reptile(model, F.mse_loss, 0.1, update="adam")
     with pytest.raises(ValueError, match="betas"):
-        InnerAdam(betas=(1.0, 0.9))
+        ml.updates.adam(0.1, betas=(1.0, 0.9))
     with pytest.raises(TypeError, match="betas"):
-        InnerAdam(betas=0.9)
+        ml.updates.adam(0.1, betas=0.9)

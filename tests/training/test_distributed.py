@@ -32,15 +32,24 @@ class LearnedStepSizes(ml.MAML):
     parameter that never gets a gradient."""
 
     def __init__(self, model: nn.Module, inner_lr: float) -> None:
-        super().__init__(model, F.mse_loss, inner_lr, inner_steps=2)
         names = [name for name, _ in model.named_parameters()]
-        self.names = names
-        self.log_lrs = nn.Parameter(torch.full((len(names),), float(torch.tensor(inner_lr).log())))
+        super().__init__(
+            model, F.mse_loss, inner_lr, inner_steps=2, update=LogRates(names, inner_lr)
+        )
         self.unused = nn.Parameter(torch.zeros(2))
 
-    def step_sizes(self):
+
+class LogRates(ml.updates.Rule):
+    """An update rule: one learned log step size per parameter tensor."""
+
+    def __init__(self, names: list[str], inner_lr: float) -> None:
+        super().__init__()
+        self.names = names
+        self.log_lrs = nn.Parameter(torch.full((len(names),), float(torch.tensor(inner_lr).log())))
+
+    def forward(self, grads, state, step, params):
         lrs = self.log_lrs.exp()
-        return {name: lrs[i] for i, name in enumerate(self.names)}
+        return {name: -lrs[self.names.index(name)] * g for name, g in grads.items()}, state
 
 
 def make_run(kind: str, init_seed: int):

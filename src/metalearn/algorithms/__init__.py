@@ -1,5 +1,6 @@
 """Learners; each configures the one inner loop in :mod:`metalearn.algorithms.inner`."""
 
+from metalearn.algorithms import updates
 from metalearn.algorithms.anil import ANIL
 from metalearn.algorithms.base import Learner, MetaOutput
 from metalearn.algorithms.custom_gradient import custom_meta_gradient
@@ -11,14 +12,13 @@ from metalearn.algorithms.mamlpp import MAMLPlusPlus
 from metalearn.algorithms.metasgd import MetaSGD
 from metalearn.algorithms.pretrain import Pretrain
 from metalearn.algorithms.protonet import ProtoNet
-from metalearn.algorithms.reptile import InnerAdam, Reptile
+from metalearn.algorithms.reptile import Reptile
 
 __all__ = [
     "ANIL",
     "FOMAML",
     "IMAML",
     "MAML",
-    "InnerAdam",
     "Learner",
     "MAMLPlusPlus",
     "MetaOutput",
@@ -32,4 +32,5 @@ __all__ = [
     "inner_loop",
     "map_tasks",
     "select_parameters",
+    "updates",
 ]

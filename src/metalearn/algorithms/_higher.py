@@ -3,11 +3,12 @@
 :func:`metalearn.algorithms.inner.inner_loop` dispatches here with ``backend="higher"``. The
 model runs through ``higher.monkeypatch`` (a stateless copy of the module that takes its
 parameters as a list) and every step is ``higher.optim.DifferentiableSGD.step``, which
-computes the support gradient with ``torch.autograd.grad(create_graph=True)``. Step sizes go in
-as per-parameter-group ``lr`` overrides (one group per adapted parameter), so scalar,
-per-parameter (Meta-SGD) and per-step (MAML++) step sizes work; first order and update rules
-such as Adam go in as higher's ``grad_callback``. The arguments and results are those of the
-torch.func backend, and so are the numbers (tested to 1e-6 relative in float64).
+computes the support gradient with ``torch.autograd.grad(create_graph=True)``. The update
+rule (:mod:`metalearn.updates`: SGD, learned rates, Adam, chains) goes in as higher's
+``grad_callback`` with a step size of -1, so higher adds the rule's updates. This module
+receives the per-step objective and the rule from :func:`~metalearn.algorithms.inner.inner_loop`
+and imports nothing from it. The numbers are those of the torch.func backend (tested to 1e-6
+relative in float64).
 
 ``higher`` is optional: ``pip install metalearn[higher]``.
 """
@@ -15,7 +16,7 @@ torch.func backend, and so are the numbers (tested to 1e-6 relative in float64).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -87,26 +88,25 @@ def _detach_all(result: Any) -> Any:
 
 
 def higher_inner_loop(
-    forward: Any,
-    params: Mapping[str, Tensor],
-    support: Any,
-    loss: Any,
+    support_objective: Callable[[dict[str, Tensor], int], Tensor],
+    params: dict[str, Tensor],
+    names: Sequence[str],
     *,
     steps: int,
-    lr: Any,
-    adapt: Sequence[str] | None,
+    update: Any,
     first_order: bool,
     trajectory: bool,
-    transform: Any,
 ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-    """:func:`~metalearn.algorithms.inner.inner_loop` on ``higher``; same arguments and result."""
-    from metalearn.algorithms.inner import _forward_at, _step_size, checked_loss
+    """The stepping of :func:`~metalearn.algorithms.inner.inner_loop` on ``higher``.
 
+    ``support_objective(fast, step)`` is the checked scalar objective of step ``step`` at the
+    adapted entries ``fast`` (the fixed ones already bound); ``update`` the update rule. Each
+    step is ``DifferentiableSGD.step`` with ``lr = -1`` and the rule's updates as the
+    gradients (higher's ``grad_callback``), so higher applies ``theta + updates``.
+    """
     higher = require_higher()
-    names = list(params) if adapt is None else list(adapt)
-    chosen = set(names)
-    fixed = {k: v for k, v in params.items() if k not in chosen}
-    x, y = support
+    names = list(names)
+    fixed = {k: v for k, v in params.items() if k not in set(names)}
     grad_enabled = torch.is_grad_enabled()
     with torch.enable_grad():
         # autograd.grad needs tensors that require grad (evaluation passes detached ones).
@@ -114,20 +114,19 @@ def higher_inner_loop(
             params[k] if params[k].requires_grad else params[k].detach().requires_grad_()
             for k in names
         ]
-        # One parameter group per adapted tensor, so a per-parameter lr is a group override.
-        # The groups hold placeholders: higher only uses them to know the group layout.
+        # The group holds placeholders: higher only uses them to know the layout.
         placeholders = [torch.zeros((), requires_grad=True) for _ in names]
-        template = torch.optim.SGD([{"params": [p]} for p in placeholders], lr=0.0)
+        template = torch.optim.SGD([{"params": placeholders}], lr=0.0)
         optimizer = higher.optim.DifferentiableSGD(template, placeholders, track_higher_grads=True)
 
         def named(tensors: Sequence[Tensor]) -> dict[str, Tensor]:
             return dict(zip(names, tensors, strict=True))
 
-        state = transform.init(named(fast)) if transform is not None else None
+        state = update.init(named(fast))
         history = [dict(params)] if trajectory else []
 
-        def directions(grads: Sequence[Tensor | None], step: int, current: list[Tensor]):
-            # higher's grad_callback: the gradients become the step directions (lr * direction).
+        def to_updates(grads: Sequence[Tensor | None], step: int, current: list[Tensor]):
+            # higher's grad_callback: what it receives back is added to the parameters.
             nonlocal state
             out = named(
                 [
@@ -137,18 +136,16 @@ def higher_inner_loop(
             )
             if first_order:
                 out = {k: g.detach() for k, g in out.items()}
-            if transform is not None:
-                out, state = transform(out, state, step)
+            out, state = update(out, state, step, named(current))
             return [out[k] for k in names]
 
         for step in range(steps):
-            prediction = _forward_at(forward, step)({**fixed, **named(fast)}, x)
-            value = checked_loss(loss, prediction, y)
+            value = support_objective(named(fast), step)
             fast = optimizer.step(
                 value,
                 params=fast,
-                override={"lr": [_step_size(lr, step, k) for k in names]},
-                grad_callback=functools.partial(directions, step=step, current=fast),
+                override={"lr": [-1.0]},
+                grad_callback=functools.partial(to_updates, step=step, current=fast),
             )
             if trajectory:
                 history.append({**fixed, **named(fast)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from metalearn.algorithms.base import AdaptSelector, Learner
-from metalearn.algorithms.inner import LossFn
+from metalearn.algorithms.inner import LossFn, Objective
+from metalearn.algorithms.updates import UpdateRule
 
 __all__ = ["ANIL"]
 
@@ -24,12 +25,14 @@ class ANIL(Learner):
         loss: ``loss(prediction, target) -> scalar``.
         inner_lr: inner step size of the head.
         inner_steps: inner steps during meta-training.
+        first_order: drop second-order terms (the head's gradient is then treated as constant).
+        update: the inner update rule (:mod:`metalearn.updates`); default ``sgd(inner_lr)``.
+        objective: ``objective(params, split) -> scalar``; default the loss of the forward.
+        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
+        backend: ``"func"`` (default) or ``"higher"``.
         head: the adapted parameters: a name prefix (``"head"`` matches ``head.weight`` and
             ``head.bias``; the default for :class:`~metalearn.models.MLP` and
             :class:`~metalearn.models.Conv4`), a list of prefixes, or a predicate on names.
-        first_order: drop second-order terms (the head's gradient is then treated as constant).
-        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
-        backend: ``"func"`` (default) or ``"higher"``.
 
     Example:
         >>> import torch, torch.nn.functional as F, metalearn as ml
@@ -48,10 +51,13 @@ class ANIL(Learner):
         loss: LossFn,
         inner_lr: float,
         inner_steps: int = 1,
-        head: AdaptSelector = "head",
+        *,
         first_order: bool = False,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         vectorize: str = "auto",
         backend: str = "func",
+        head: AdaptSelector = "head",
     ) -> None:
         if head is None:
             raise ValueError(
@@ -66,6 +72,8 @@ class ANIL(Learner):
                 inner_steps,
                 first_order=first_order,
                 adapt=head,
+                update=update,
+                objective=objective,
                 vectorize=vectorize,
                 backend=backend,
             )

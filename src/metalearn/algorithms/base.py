@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +15,8 @@ from metalearn.algorithms._evaluation import inner_trajectory
 from metalearn.algorithms.inner import (
     BACKENDS,
     LossFn,
+    Objective,
     Params,
-    StepSize,
     checked_loss,
     functional_forward,
     inner_loop,
@@ -24,6 +24,7 @@ from metalearn.algorithms.inner import (
     resolve_vectorize,
     select_parameters,
 )
+from metalearn.algorithms.updates import UpdateRule, check_rule, sgd
 from metalearn.models.speedup import speedup
 from metalearn.tasks.batch import Split, TaskBatch
 
@@ -68,10 +69,17 @@ def _check_steps(name: str, value: int) -> int:
 class Learner(nn.Module):
     """Base of every learner: owns the model and configures the one inner loop.
 
-    A subclass changes what it needs: :meth:`task_loss` (the meta-loss of one task),
-    :meth:`step_sizes` (learned inner learning rates), or :meth:`inner` (e.g. a per-step
-    schedule). Calling the learner on a batch maps :meth:`task_loss` over its tasks (a Python
+    A learner is a choice of *objective* (what the inner loop descends and the query loss:
+    ``objective=`` or an override of :meth:`objective`), *update rule* (``update=``, from
+    :mod:`metalearn.updates`), what adapts (``adapt=``, plus any per-task state from
+    :meth:`task_state`), and how the meta-gradient is taken (:meth:`task_loss`, second or first
+    order). Calling the learner on a batch maps :meth:`task_loss` over its tasks (a Python
     loop, or ``torch.func.vmap``) and averages.
+
+    The hooks a subclass may override, each public and documented below: :meth:`objective`,
+    :meth:`inner_objective` (a different objective per inner step), :meth:`task_state`,
+    :meth:`predict`, :meth:`query_loss`, :meth:`task_loss`, :meth:`inner` and
+    :meth:`evaluate_batch`. :meth:`model_forward` is the model as a function of its parameters.
 
     A training call (gradients enabled) takes the meta-gradient in the forward: in a loop
     over tasks (the CPU default for conv models, and ``vectorize="loop"``) each task's
@@ -100,11 +108,19 @@ class Learner(nn.Module):
             ``nn.MaxPool2d(2)`` layers in it become the bit-identical, faster
             :class:`~metalearn.models.MaxPool2x2` (:func:`metalearn.models.speedup`).
         loss: ``loss(prediction, target) -> scalar``, e.g. ``F.mse_loss``, ``F.cross_entropy``.
-        inner_lr: inner-loop step size alpha (>= 0).
-        inner_steps: inner-loop gradient steps during meta-training (>= 0).
+        inner_lr: inner-loop step size alpha (>= 0) of the default update rule ``sgd(inner_lr)``;
+            unused when ``update`` is given.
+        inner_steps: inner-loop steps during meta-training (>= 0).
         first_order: drop second-order terms of the meta-gradient.
         adapt: which parameters adapt in the inner loop: ``None`` (all), a name prefix, a list
             of prefixes, or a predicate on names.
+        update: the inner update rule (:mod:`metalearn.updates`), e.g.
+            ``ml.updates.adam(1e-3)``; default ``sgd(inner_lr)``. A rule that is an
+            ``nn.Module`` becomes the submodule ``update``: its learned rates are parameters of
+            the learner.
+        objective: ``objective(params, split) -> scalar tensor``, the inner objective and query
+            loss; default ``loss(model_forward(params, split.x), split.y)`` (see
+            :meth:`objective`).
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
         backend: ``"func"`` (torch.func, default) or ``"higher"`` (the ``higher`` library; tasks
             always in a loop). Same meta-gradients to float tolerance.
@@ -119,6 +135,8 @@ class Learner(nn.Module):
         *,
         first_order: bool = False,
         adapt: AdaptSelector = None,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         vectorize: str = "auto",
         backend: str = "func",
     ) -> None:
@@ -127,6 +145,10 @@ class Learner(nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss):
             raise TypeError(f"loss must be callable (prediction, target) -> scalar, got {loss!r}")
+        if objective is not None and not callable(objective):
+            raise TypeError(
+                f"objective must be callable (params, split) -> scalar tensor, got {objective!r}"
+            )
         if vectorize not in ("auto", "vmap", "loop"):
             raise ValueError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
         if backend not in BACKENDS:
@@ -145,6 +167,10 @@ class Learner(nn.Module):
         self.vectorize = vectorize
         self.backend = backend
         self.adapt_names = select_parameters(model, adapt)
+        self.objective_fn = objective
+        # Decided here, outside torch.compile's trace (which refuses class dicts).
+        self._query_from_prediction = _objective_is_loss_of_predict(type(self))
+        self.update = sgd(self.inner_lr) if update is None else check_rule(update)
         self._forward = functional_forward(model, backend)
         self._compile_options: dict[str, Any] | None = None
         self._compiled: Any = None  # built on first use, never pickled (see __getstate__)
@@ -157,31 +183,124 @@ class Learner(nn.Module):
         """The model's current parameters phi (name -> tensor, differentiable)."""
         return dict(self.model.named_parameters())
 
-    def step_sizes(self) -> StepSize:
-        """Inner-loop step size(s) handed to :func:`inner_loop` (a learned dict in Meta-SGD)."""
-        return self.inner_lr
+    def model_forward(self, params: Params, x: Tensor) -> Tensor:
+        """The model as a function of its parameters: ``functional_call(model, params, x)``.
+
+        On the ``higher`` backend the model runs through ``higher.monkeypatch``; same numbers.
+        """
+        return self._forward(params, x)
+
+    def objective(self, params: Params, split: Split) -> Tensor:
+        """The scalar objective of ``params`` on ``split``: what the inner loop descends on the
+        support set, and the query loss of the meta-objective.
+
+        ``self.objective_fn(params, split)`` when the learner was given ``objective=``, else
+        ``loss(model_forward(params, split.x), split.y)``. Override it in a subclass for a
+        regulariser or a proximal term; ``params`` holds every model parameter (adapted or not)
+        and the per-task state of :meth:`task_state`.
+        """
+        if self.objective_fn is not None:
+            return self.objective_fn(params, split)
+        return checked_loss(self.loss, self.model_forward(params, split.x), split.y)
+
+    def inner_objective(self, params: Params, steps: int) -> Objective | Sequence[Objective]:
+        """What an inner loop of ``steps`` steps from ``params`` descends (default
+        :meth:`objective`); a sequence gives one objective per step.
+
+        Override it when the inner objective differs from the query's: a proximal pull toward
+        the starting point ``params`` (iMAML), or one objective per step (MAML++'s per-step
+        BatchNorm parameters).
+        """
+        return self.objective
+
+    def task_state(self, support: Split) -> Params:
+        """Per-task state that adapts in the inner loop but is not meta-learned (default none).
+
+        The tensors returned (name -> tensor, e.g. CAVIA's context vector
+        ``{"context": torch.zeros(4)}``) join the parameter dict at the start of every inner
+        loop and adapt with the update rule; :meth:`objective`, :meth:`model_forward` overrides
+        and :meth:`predict` see them in ``params``. They are not parameters of the learner (not
+        in ``parameters()``, the optimizer or ``state_dict()``) and get no meta-gradient of
+        their own; the meta-gradient flows through their adaptation. Names must not collide
+        with parameter names. Called once per task (inside ``vmap`` when vectorised), with
+        the task's support split.
+        """
+        return {}
 
     def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw) -> object:
-        """Run the inner loop from ``params`` on one task's support set."""
+        """Run the inner loop from ``params`` (plus :meth:`task_state`) on one task's support set.
+
+        ``inner_loop(self.inner_objective(params, steps), params, support, update=self.update,
+        ...)``;
+        ``**kw`` (``trajectory=True`` in evaluation) goes to :func:`inner_loop`.
+        """
+        adapt = self.adapt_names
+        state = self.task_state(support)
+        if state:
+            clash = sorted(set(state) & set(params))
+            if clash:
+                raise ValueError(
+                    f"{type(self).__name__}.task_state returned {clash}, which are also "
+                    "parameter names; give the per-task state other names"
+                )
+            params = {**params, **state}
+            adapt = [*adapt, *state]
         return inner_loop(
-            self._forward,
+            self.inner_objective(params, steps),
             params,
             support,
-            self.loss,
             steps=steps,
-            lr=self.step_sizes(),
-            adapt=self.adapt_names,
+            update=self.update,
+            adapt=adapt,
             first_order=first_order,
             backend=self.backend,
             **kw,
         )
 
+    def query_loss(
+        self, params: Params, query: Split, steps: int | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The query objective of (adapted) ``params`` and the task's metrics.
+
+        The value is :meth:`objective` on the query; the metrics (``"loss"``, ``"accuracy"``
+        for class labels) come from :meth:`predict` ``(params, query.x, steps)``. With the
+        default objective, the one prediction serves both.
+        """
+        if not self._custom_objective():
+            prediction = self.predict(params, query.x, steps)
+            value = checked_loss(self.loss, prediction, query.y)
+            return value, task_metrics(prediction, query.y, value)
+        value = self.objective(params, query)
+        if not isinstance(value, Tensor) or value.dim() != 0:
+            got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value)
+            raise ValueError(
+                f"{type(self).__name__}'s objective must return a scalar tensor, got {got}"
+            )
+        with torch.no_grad():
+            prediction = self.predict(params, query.x, steps)
+        return value, task_metrics(prediction, query.y, value)
+
+    # Set in a class whose objective and predict agree (objective == loss of predict at the
+    # query), so query_loss may compute the query's prediction once for both.
+    _loss_of_predict = True
+
+    def _custom_objective(self) -> bool:
+        return self.objective_fn is not None or not self._query_from_prediction
+
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
         """Meta-loss of one task (MAML's: query loss after adapting on the support set)."""
         fast = self.inner(params, support, self.inner_steps, self.first_order)
-        prediction = self.predict(fast, query.x, self.inner_steps)
-        value = checked_loss(self.loss, prediction, query.y)
-        return value, task_metrics(prediction, query.y, value)
+        return self.query_loss(fast, query, self.inner_steps)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Checkpoints from before update rules kept learned rates under other names.
+        for old, new in self._renamed_state.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    #: old state_dict prefix -> new one (learned rates that moved into ``update``).
+    _renamed_state: ClassVar[dict[str, str]] = {}
 
     # -- the public surface ------------------------------------------------------------------
     def use_vmap(self, batch: TaskBatch) -> bool:
@@ -405,6 +524,8 @@ class Learner(nn.Module):
         state.setdefault("per_task_gradients", True)
         state.setdefault("cpu_threads", "auto")
         state.setdefault("_foreign_inputs", None)
+        state.setdefault("objective_fn", None)
+        state.setdefault("_query_from_prediction", _objective_is_loss_of_predict(type(self)))
         super().__setstate__(state)
 
     def set_epoch(self, epoch: int) -> None:
@@ -424,6 +545,14 @@ class Learner(nn.Module):
             f"first_order={self.first_order}, vectorize={self.vectorize!r}, "
             f"backend={self.backend!r}{compiled}"
         )
+
+
+def _objective_is_loss_of_predict(cls: type) -> bool:
+    # True when the classes that define objective and predict both declare that they agree.
+    owners = [
+        next(c for c in cls.__mro__ if name in c.__dict__) for name in ("objective", "predict")
+    ]
+    return all(c.__dict__.get("_loss_of_predict", False) for c in owners)
 
 
 # Parameters x examples of a batch up to which the CPU meta-gradient runs on one thread: the

@@ -8,10 +8,11 @@ import torch
 from torch import Tensor, nn
 
 from metalearn._checks import check_int
-from metalearn.algorithms.base import Learner, _check_number, task_metrics
+from metalearn.algorithms.base import Learner, _check_number
 from metalearn.algorithms.custom_gradient import custom_meta_gradient
 from metalearn.algorithms.implicit import conjugate_gradient, hvp
-from metalearn.algorithms.inner import LossFn, Params, checked_loss, support_gradients
+from metalearn.algorithms.inner import LossFn, Objective, Params, inner_loop
+from metalearn.algorithms.updates import UpdateRule
 from metalearn.tasks.batch import Split
 
 __all__ = ["IMAML"]
@@ -22,7 +23,8 @@ class IMAML(Learner):
 
     For each task the inner loop approximately solves
     ``theta* = argmin_theta L_support(theta) + (lam / 2) ||theta - phi||^2`` with
-    ``inner_steps`` steps of gradient descent from ``phi``, keeping no graph. At the solution,
+    ``inner_steps`` steps of the update rule (gradient descent by default) from ``phi`` on
+    :meth:`inner_objective` (the proximal objective), keeping no graph. At the solution,
     ``d theta* / d phi = (I + H / lam)^{-1}`` with ``H`` the Hessian of the support loss at
     ``theta*``, so the task's meta-gradient is ``g = (I + H / lam)^{-1} grad L_query(theta*)``:
     solved with ``cg_steps`` conjugate-gradient iterations (:func:`conjugate_gradient`), each
@@ -51,6 +53,10 @@ class IMAML(Learner):
             below ``2 / (L + lam)`` for the support loss's curvature ``L``.
         inner_steps: inner steps (>= 0) during meta-training; more steps solve the inner
             problem more exactly.
+        update: the inner update rule (:mod:`metalearn.updates`), default ``sgd(inner_lr)``.
+        objective: ``objective(params, split) -> scalar``, the task loss (default the loss of
+            the forward); the inner loop adds the proximal term to it, and its Hessian enters
+            the implicit meta-gradient.
         lam: proximal strength (> 0): large keeps theta near phi (and ``I + H / lam`` well
             conditioned), small lets each task move further.
         cg_steps: conjugate-gradient iterations (>= 1) per task; the paper uses 5 or so.
@@ -80,50 +86,59 @@ class IMAML(Learner):
         inner_lr: float,
         inner_steps: int = 10,
         *,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         lam: float = 1.0,
         cg_steps: int = 5,
         cg_tol: float = 1e-10,
     ) -> None:
-        super().__init__(model, loss, inner_lr, inner_steps, vectorize="loop")
+        super().__init__(
+            model, loss, inner_lr, inner_steps, update=update, objective=objective, vectorize="loop"
+        )
         self.lam = _check_number("lam", lam)
         if self.lam <= 0:
             raise ValueError(f"lam must be > 0 (the proximal strength), got {lam!r}")
         self.cg_steps = check_int("cg_steps", cg_steps, 1)
         self.cg_tol = _check_number("cg_tol", cg_tol)
 
+    def inner_objective(self, params: Params, steps: int) -> Objective:
+        """The proximal objective ``objective(theta, split) + (lam / 2) ||theta - phi||^2``.
+
+        ``phi`` is ``params`` detached (the starting point of the inner loop); the distance is
+        summed over its entries.
+        """
+        anchor = {k: v.detach() for k, v in params.items()}
+
+        def proximal(theta: Params, split: Split) -> Tensor:
+            distance = sum((theta[k] - anchor[k]).pow(2).sum() for k in anchor)
+            return self.objective(theta, split) + 0.5 * self.lam * distance
+
+        return proximal
+
     def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw) -> object:
-        """Gradient descent on the proximal support objective from ``params``, without a graph.
+        """The inner loop on :meth:`proximal_objective` from ``params``, without a graph.
 
         ``first_order`` is unused (no graph is ever kept); ``trajectory=True`` returns the
         ``steps + 1`` parameter dicts after ``0..steps`` steps (the evaluation contract).
         """
-        trajectory = kw.pop("trajectory", False)
-        if kw:
-            raise TypeError(f"IMAML.inner got unexpected arguments {sorted(kw)}")
         anchor = {k: v.detach() for k, v in params.items()}
-        x, y = support
-
-        def proximal(theta: Params) -> Tensor:
-            distance = sum((theta[k] - anchor[k]).pow(2).sum() for k in theta)
-            value = checked_loss(self.loss, self._forward(theta, x), y)
-            return value + 0.5 * self.lam * distance
-
-        theta = dict(anchor)
-        history = [theta] if trajectory else None  # kept only when asked: memory flat in steps
-        for _ in range(steps):
-            # first_order=True: plain gradients on detached copies, so no graph outlives a step.
-            grads = support_gradients(proximal, theta, True)
-            theta = {k: v - self.inner_lr * grads[k] for k, v in theta.items()}
-            if history is not None:
-                history.append(theta)
-        return theta if history is None else history
+        # first_order=True: plain gradients on detached copies, so no graph outlives a step
+        # and memory stays flat in the number of steps.
+        return inner_loop(
+            self.inner_objective(anchor, steps),
+            anchor,
+            support,
+            steps=steps,
+            update=self.update,
+            first_order=True,
+            **kw,
+        )
 
     def implicit_gradient(self, theta: Params, support: Split, vector: Params) -> Params:
         """``(I + H / lam)^{-1} vector``, ``H`` the support loss's Hessian at ``theta``, by CG."""
-        x, y = support
 
         def support_loss(p: Params) -> Tensor:
-            return checked_loss(self.loss, self._forward(p, x), y)
+            return self.objective(p, support)
 
         def matvec(v: Params) -> Params:
             product = hvp(support_loss, theta, v)
@@ -141,9 +156,7 @@ class IMAML(Learner):
         theta = self.inner(params, support, self.inner_steps, True)
         leaves = {k: v.detach().requires_grad_() for k, v in theta.items()}
         with torch.enable_grad():
-            prediction = self.predict(leaves, query.x)
-            value = checked_loss(self.loss, prediction, query.y)
-        metrics = task_metrics(prediction, query.y, value)
+            value, metrics = self.query_loss(leaves, query, self.inner_steps)
         if not torch.is_grad_enabled() or not any(p.requires_grad for p in params.values()):
             return value.detach(), metrics  # nothing will differentiate it: skip the solve
         query_grads = torch.autograd.grad(

@@ -1,34 +1,34 @@
 """The one differentiable inner loop, and the map of a per-task function over a task batch.
 
-Every learner adapts through :func:`inner_loop`: a functional model (``forward(params, x)``), a
-parameter dict, which of those parameters adapt, step sizes and the order of differentiation.
-Gradients come from ``torch.func.grad``, so the same code runs per task in a Python loop or
-vectorised over the tasks of a meta-batch with ``torch.func.vmap`` (:func:`map_tasks`), and the
-adapted parameters stay differentiable with respect to the initial ones (second order) unless
+Every learner adapts through :func:`inner_loop`: an *objective* ``objective(params, split)``
+(by default the loss of the model's forward), a parameter dict, which of those parameters
+adapt, an *update rule* (:mod:`metalearn.updates`: ``sgd(lr)``, learned per-parameter or
+per-step rates, Adam, ``chain(...)``) and the order of differentiation. Gradients come from
+``torch.func.grad``, so the same code runs per task in a Python loop or vectorised over the
+tasks of a meta-batch with ``torch.func.vmap`` (:func:`map_tasks`), and the adapted parameters
+stay differentiable with respect to the initial ones (second order) unless
 ``first_order=True``. The same loop also runs on the ``higher`` library (``backend="higher"``,
-:mod:`metalearn.algorithms._higher`), takes one forward per step (MAML++'s per-step BatchNorm)
-and an update rule (``transform``, e.g. Reptile's inner Adam).
+:mod:`metalearn.algorithms._higher`, which receives the per-step objective and the rule).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from metalearn._functorch import under_functorch_transform
+from metalearn.algorithms.updates import UpdateRule, check_rule
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = [
     "BACKENDS",
     "Forward",
-    "GradientTransform",
     "LossFn",
+    "Objective",
     "Params",
-    "StepSize",
     "checked_loss",
     "functional_forward",
     "inner_loop",
@@ -41,25 +41,11 @@ __all__ = [
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
-# A scalar for every parameter and step; a dict name -> tensor (per parameter, Meta-SGD); or a
-# sequence with one of those per step (per step, MAML++).
-StepSize = float | Tensor | Mapping[str, Tensor] | Sequence[float | Tensor | Mapping[str, Tensor]]
+# objective(params, split) -> scalar tensor: what the inner loop descends (and, by default, the
+# query loss of the meta-objective).
+Objective = Callable[[Mapping[str, Tensor], Split], Tensor]
 # The backends of the one inner loop: torch.func (vmap-able) or the `higher` library.
 BACKENDS = ("func", "higher")
-
-
-class GradientTransform(Protocol):
-    """An update rule for the inner loop: turns support gradients into step directions.
-
-    The inner loop applies ``theta <- theta - lr * direction``; without a transform the
-    direction is the gradient (SGD). ``init`` builds the per-task state from the adapted
-    parameters; ``__call__`` must be functional (no in-place state) so it works under ``vmap``.
-    Reptile's inner Adam (:class:`metalearn.algorithms.reptile.InnerAdam`) is one.
-    """
-
-    def init(self, params: Params) -> Any: ...
-
-    def __call__(self, grads: Params, state: Any, step: int) -> tuple[Params, Any]: ...
 
 
 def _check_backend(backend: str) -> str:
@@ -119,18 +105,6 @@ def checked_loss(loss: LossFn, prediction: Tensor, target: Tensor) -> Tensor:
     return value
 
 
-def _step_size(lr: StepSize, step: int, name: str) -> float | Tensor:
-    if isinstance(lr, Sequence) and not isinstance(lr, (str, Tensor)):
-        if step >= len(lr):
-            raise ValueError(
-                f"per-step step sizes cover {len(lr)} steps, but step {step + 1} was asked for"
-            )
-        lr = lr[step]
-    if isinstance(lr, Mapping):
-        return lr[name]
-    return lr
-
-
 def support_gradients(
     support_loss: Callable[..., Tensor], fast: Params, first_order: bool, *args: object
 ) -> Params:
@@ -172,103 +146,118 @@ def support_gradients(
     return dict(zip(leaves, grads, strict=True))
 
 
-def _forward_at(forward: Forward | Sequence[Forward], step: int) -> Forward:
-    if isinstance(forward, Sequence):
-        if step >= len(forward):
+def _objective_at(objective: Objective | Sequence[Objective], step: int) -> Objective:
+    if isinstance(objective, Sequence):
+        if step >= len(objective):
             raise ValueError(
-                f"per-step forwards cover {len(forward)} steps, but step {step + 1} was asked for"
+                f"per-step objectives cover {len(objective)} steps, but step {step + 1} was "
+                "asked for"
             )
-        return forward[step]
-    return forward
+        return objective[step]
+    return objective
+
+
+def _checked_objective(objective: Objective, params: Params, split: Split) -> Tensor:
+    value = objective(params, split)
+    if not isinstance(value, Tensor) or value.dim() != 0:
+        got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(
+            f"the inner objective must return a scalar tensor, got {got}; reduce it "
+            "(e.g. .mean()) or use a reducing loss such as F.mse_loss"
+        )
+    return value
 
 
 def inner_loop(
-    forward: Forward | Sequence[Forward],
+    objective: Objective | Sequence[Objective],
     params: Mapping[str, Tensor],
     support: Split,
-    loss: LossFn,
     *,
     steps: int,
-    lr: StepSize,
+    update: UpdateRule,
     adapt: Sequence[str] | None = None,
     first_order: bool = False,
     trajectory: bool = False,
-    transform: GradientTransform | None = None,
     backend: str = "func",
 ) -> Params | list[Params]:
-    """Adapt ``params`` to one task with ``steps`` gradient steps on its support set.
+    """Adapt ``params`` to one task with ``steps`` steps on its support set.
 
-    ``theta <- theta - lr * grad_theta loss(forward(theta, support.x), support.y)`` for the
-    parameters named in ``adapt``; the others are held fixed (but stay differentiable for the
-    outer loop, as ANIL's body does). With ``first_order=False`` the result is differentiable to
-    second order with respect to ``params`` and any tensor step sizes; with ``first_order=True``
-    the support gradients are treated as constants (FOMAML), which also builds no graph for them.
+    Each step takes the gradient ``g`` of ``objective(theta, support)`` with respect to the
+    parameters named in ``adapt``, turns it into updates with the update rule
+    (``updates, state = update(g, state, step, theta)``; the state starts as
+    ``update.init(theta)``) and applies ``theta <- theta + updates``: with
+    ``update=metalearn.updates.sgd(lr)`` that is ``theta - lr * g``. The other parameters are
+    held fixed (but stay differentiable for the outer loop, as ANIL's body does). With
+    ``first_order=False`` the result is differentiable to second order with respect to
+    ``params`` and anything the objective and the rule read (learned rates); with
+    ``first_order=True`` the support gradients are constants (FOMAML), and no graph is built for
+    them.
 
     Args:
-        forward: functional model, ``forward(params, x) -> prediction``; or a sequence with one
-            per step (MAML++'s per-step BatchNorm), where step ``s`` computes its support loss
-            with ``forward[s]``.
-        params: initial parameters (name -> tensor).
+        objective: ``objective(params, split) -> scalar tensor``, e.g.
+            ``lambda p, s: F.mse_loss(forward(p, s.x), s.y)``; or a sequence with one per step
+            (MAML++'s per-step BatchNorm), where step ``s`` uses ``objective[s]``.
+        params: initial parameters (name -> tensor); per-task state (a context vector) is
+            simply another entry that adapts.
         support: the task's support split, without a task dimension.
-        loss: ``loss(prediction, target) -> scalar``.
-        steps: number of gradient steps (0 returns ``params`` unchanged).
-        lr: step size(s): a float or scalar tensor, a dict name -> tensor (broadcast against the
-            parameter), or a sequence of those with one entry per step.
-        adapt: names of the parameters that adapt; ``None`` adapts all.
+        steps: number of steps (0 returns ``params`` unchanged).
+        update: the update rule (:mod:`metalearn.updates`), e.g. ``sgd(0.01)``.
+        adapt: names of the entries that adapt; ``None`` adapts all.
         first_order: drop second-order terms.
         trajectory: return the parameters after every step (``steps + 1`` dicts) instead of the
             last ones only.
-        transform: an update rule (:class:`GradientTransform`, e.g. Adam) applied to the
-            gradients before the step; ``None`` is plain gradient descent.
         backend: ``"func"`` (torch.func; works inside ``vmap``) or ``"higher"`` (the ``higher``
-            library's differentiable SGD; a Python loop only). Same numbers either way.
+            library's differentiable optimizer steps; a Python loop only). Same numbers.
 
     Returns:
         The adapted parameter dict (every name of ``params``), or the list of them.
 
     Example:
         >>> import torch, torch.nn.functional as F
+        >>> from metalearn import updates
         >>> from metalearn.models import MLP
+        >>> from metalearn.tasks import Split
         >>> net = MLP([1, 8, 1]); params = dict(net.named_parameters())
-        >>> x, y = torch.randn(10, 1), torch.randn(10, 1)
-        >>> fast = inner_loop(functional_forward(net), params, Split(x, y), F.mse_loss,
-        ...                   steps=1, lr=0.01)
+        >>> forward = functional_forward(net)
+        >>> def objective(p, split):
+        ...     return F.mse_loss(forward(p, split.x), split.y)
+        >>> support = Split(torch.randn(10, 1), torch.randn(10, 1))
+        >>> fast = inner_loop(objective, params, support, steps=1, update=updates.sgd(0.01))
         >>> sorted(fast) == sorted(params)
         True
     """
-    if _check_backend(backend) == "higher":
+    _check_backend(backend)
+    check_rule(update)
+    names = list(params) if adapt is None else list(adapt)
+    chosen = set(names)
+    fixed = {k: v for k, v in params.items() if k not in chosen}
+    # First order: the support objective needs no graph to the fixed parameters either.
+    support_fixed = {k: v.detach() for k, v in fixed.items()} if first_order else fixed
+
+    def support_objective(fast_params: Params, step: int) -> Tensor:
+        return _checked_objective(
+            _objective_at(objective, step), {**support_fixed, **fast_params}, support
+        )
+
+    if backend == "higher":
         from metalearn.algorithms._higher import higher_inner_loop
 
         return higher_inner_loop(
-            forward,
-            params,
-            support,
-            loss,
+            support_objective,
+            dict(params),
+            names,
             steps=steps,
-            lr=lr,
-            adapt=adapt,
+            update=update,
             first_order=first_order,
             trajectory=trajectory,
-            transform=transform,
         )
-    names = list(params) if adapt is None else list(adapt)
-    fixed = {k: v for k, v in params.items() if k not in set(names)}
     fast = {k: params[k] for k in names}
-    x, y = support
-    # First order: the support loss needs no graph to the fixed parameters either.
-    support_fixed = {k: v.detach() for k, v in fixed.items()} if first_order else fixed
-
-    def support_loss(fast_params: Params, step: int) -> Tensor:
-        prediction = _forward_at(forward, step)({**support_fixed, **fast_params}, x)
-        return checked_loss(loss, prediction, y)
-
     history = [dict(params)] if trajectory else []
-    state = transform.init(fast) if transform is not None else None
+    state = update.init(fast)
     for step in range(steps):
-        grads = support_gradients(support_loss, fast, first_order, step)
-        if transform is not None:
-            grads, state = transform(grads, state, step)
-        fast = {k: v - _step_size(lr, step, k) * grads[k] for k, v in fast.items()}
+        grads = support_gradients(support_objective, fast, first_order, step)
+        updates, state = update(grads, state, step, fast)
+        fast = {k: v + updates[k] for k, v in fast.items()}
         if trajectory:
             history.append({**fixed, **fast})
     return history if trajectory else {**fixed, **fast}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from metalearn.algorithms.base import AdaptSelector, Learner
-from metalearn.algorithms.inner import LossFn
+from metalearn.algorithms.inner import LossFn, Objective
+from metalearn.algorithms.updates import UpdateRule
 
 __all__ = ["FOMAML", "MAML"]
 
@@ -24,6 +25,8 @@ class MAML(Learner):
         inner_steps: inner steps during meta-training.
         first_order: ignore second-order terms (FOMAML).
         adapt: which parameters adapt (default all); see :func:`select_parameters`.
+        update: the inner update rule (:mod:`metalearn.updates`); default ``sgd(inner_lr)``.
+        objective: ``objective(params, split) -> scalar``; default the loss of the forward.
         vectorize: ``"auto"`` (default), ``"vmap"`` or ``"loop"`` over the tasks of a batch.
         backend: ``"func"`` (torch.func, default) or ``"higher"``; same meta-gradients.
 
@@ -63,11 +66,14 @@ class FOMAML(MAML):
         loss: LossFn,
         inner_lr: float,
         inner_steps: int = 1,
+        *,
         adapt: AdaptSelector = None,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         vectorize: str = "auto",
         backend: str = "func",
     ) -> None:
         super().__init__(
-            model, loss, inner_lr, inner_steps,
-            first_order=True, adapt=adapt, vectorize=vectorize, backend=backend,
+            model, loss, inner_lr, inner_steps, first_order=True, adapt=adapt, update=update,
+            objective=objective, vectorize=vectorize, backend=backend,
         )  # fmt: skip

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from metalearn._checks import check_int
-from metalearn.algorithms.base import AdaptSelector, Learner, _check_steps, task_metrics
-from metalearn.algorithms.inner import Forward, LossFn, Params, checked_loss
-from metalearn.algorithms.metasgd import check_keys, parameter_key
+from metalearn.algorithms.base import AdaptSelector, Learner, _check_steps
+from metalearn.algorithms.inner import LossFn, Objective, Params
+from metalearn.algorithms.updates import parameter_key, per_step
 from metalearn.models.layers import BatchNorm
 from metalearn.tasks.batch import Split
 
@@ -43,7 +43,9 @@ class MAMLPlusPlus(Learner):
     """MAML with the five fixes of Antoniou et al. (2019); each can be switched off.
 
     * **LSLR** (``learn_step_sizes``): a learned inner learning rate per adapted parameter
-      tensor (per layer) and per step, ``self.step_lrs[key][step]``, initialised to ``inner_lr``.
+      tensor (per layer) and per step: the update rule :func:`metalearn.updates.per_step`,
+      ``self.update.rates[key][step]``, initialised to ``inner_lr`` (checkpoints that stored
+      them as ``step_lrs.*`` still load). Without LSLR the rule is ``sgd(inner_lr)``.
     * **MSL** (``multi_step_loss``): while ``epoch < msl_epochs`` the meta-loss is a weighted sum
       of the query losses after every inner step (:func:`multi_step_loss_weights`); afterwards
       the query loss after the last step only.
@@ -71,18 +73,19 @@ class MAMLPlusPlus(Learner):
         loss: ``loss(prediction, target) -> scalar``.
         inner_lr: the inner learning rate (the initial value of the learned ones with LSLR).
         inner_steps: inner steps during meta-training (the paper uses 5).
+        first_order: always first order (overrides DA).
+        adapt: which parameters adapt (default all but the BatchNorm parameters with BNWB).
+        objective: ``objective(params, split) -> scalar``; default the loss of the forward.
+        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
+        backend: ``"func"`` (default) or ``"higher"``.
         learn_step_sizes: LSLR.
         multi_step_loss: MSL.
         msl_epochs: epochs over which MSL anneals (default 15, the authors' code's default).
         per_step_bn: BNWB; needs at least one :class:`~metalearn.models.BatchNorm` layer.
         first_order_epochs: DA: first order for this many epochs (the paper: 50; 0 = second
             order throughout).
-        first_order: always first order (overrides DA).
         iterations_per_epoch: meta-updates per epoch when the trainer drives the epoch.
         cosine_annealing: CA (see :meth:`scheduler`).
-        adapt: which parameters adapt (default all but the BatchNorm parameters with BNWB).
-        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
-        backend: ``"func"`` (default) or ``"higher"``.
 
     Example:
         >>> import torch, torch.nn.functional as F, metalearn as ml
@@ -99,6 +102,9 @@ class MAMLPlusPlus(Learner):
         https://arxiv.org/abs/1810.09502
     """
 
+    _renamed_state: ClassVar[dict[str, str]] = {"step_lrs.": "update.rates."}
+    _loss_of_predict = True  # predict and query_loss use the same BatchNorm set
+
     def __init__(
         self,
         model: nn.Module,
@@ -106,17 +112,18 @@ class MAMLPlusPlus(Learner):
         inner_lr: float,
         inner_steps: int = 5,
         *,
+        first_order: bool = False,
+        adapt: AdaptSelector = None,
+        objective: Objective | None = None,
+        vectorize: str = "auto",
+        backend: str = "func",
         learn_step_sizes: bool = True,
         multi_step_loss: bool = True,
         msl_epochs: int = 15,
         per_step_bn: bool = True,
         first_order_epochs: int = 50,
-        first_order: bool = False,
         iterations_per_epoch: int = 500,
         cosine_annealing: bool = True,
-        adapt: AdaptSelector = None,
-        vectorize: str = "auto",
-        backend: str = "func",
     ) -> None:
         super().__init__(
             model,
@@ -125,6 +132,7 @@ class MAMLPlusPlus(Learner):
             inner_steps,
             first_order=first_order,
             adapt=adapt,
+            objective=objective,
             vectorize=vectorize,
             backend=backend,
         )
@@ -145,16 +153,16 @@ class MAMLPlusPlus(Learner):
         if self.per_step_bn:
             self._setup_per_step_bn(model, adapt)
         if self.learn_step_sizes:
-            check_keys(self.adapt_names, "MAMLPlusPlus")
-            self.step_lrs = nn.ParameterDict(
+            adapted = set(self.adapt_names)
+            # Registered after bn_per_step, where step_lrs was: optimizer states still line up.
+            del self.update
+            self.update = per_step(
                 {
-                    parameter_key(n): nn.Parameter(
-                        torch.full(
-                            (self.inner_steps,), self.inner_lr, dtype=p.dtype, device=p.device
-                        )
+                    n: torch.full(
+                        (self.inner_steps,), self.inner_lr, dtype=p.dtype, device=p.device
                     )
                     for n, p in model.named_parameters()
-                    if n in self.adapt_names
+                    if n in adapted
                 }
             )
 
@@ -184,7 +192,12 @@ class MAMLPlusPlus(Learner):
         self.adapt_names = [n for n in self.adapt_names if n not in chosen]
         if not self.adapt_names:
             raise ValueError("with per_step_bn=True no parameter is left to adapt")
-        check_keys(self.bn_names, "MAMLPlusPlus")
+        keys = [parameter_key(n) for n in self.bn_names]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f"MAMLPlusPlus: parameter names {self.bn_names} collide once '.' is replaced by "
+                "'__'; rename the modules so that no name contains '__'"
+            )
         named = dict(model.named_parameters())
         self.bn_per_step = nn.ParameterDict(
             {
@@ -245,66 +258,51 @@ class MAMLPlusPlus(Learner):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     # -- the per-step pieces ----------------------------------------------------------------
-    def bn_set(self, index: int) -> Callable[[Params, Tensor], Tensor] | Forward:
-        """The forward with BatchNorm parameter set ``index`` (clamped to the last set)."""
+    def bn_table(self, index: int) -> Params:
+        """BatchNorm parameter set ``index`` (clamped to the last) by parameter name; set 0 (or
+        no BNWB) is the model's own, so the table is empty."""
         index = min(index, self.inner_steps - 1)
         if not self.per_step_bn or index == 0:
-            return self._forward
-        table = {n: self.bn_per_step[parameter_key(n)][index - 1] for n in self.bn_names}
-        return lambda params, x: self._forward({**params, **table}, x)
+            return {}
+        return {n: self.bn_per_step[parameter_key(n)][index - 1] for n in self.bn_names}
 
-    def step_sizes(self, steps: int | None = None) -> Any:
-        """Per-step dicts name -> scalar learned rate (LSLR), or ``inner_lr``.
+    def inner_objective(self, params: Params, steps: int) -> Objective | Sequence[Objective]:
+        """One objective per step: :meth:`objective` with step ``s``'s BatchNorm set (BNWB)."""
+        if not self.per_step_bn:
+            return self.objective
+        return [self._objective_with_set(s) for s in range(steps)]
 
-        Steps beyond ``inner_steps`` (longer evaluation) reuse the last step's rates.
-        """
-        if not self.learn_step_sizes:
-            return self.inner_lr
-        steps = self.inner_steps if steps is None else steps
-        last = self.inner_steps - 1
-        return [
-            {n: self.step_lrs[parameter_key(n)][min(s, last)] for n in self.adapt_names}
-            for s in range(steps)
-        ]
+    def _objective_with_set(self, index: int) -> Objective:
+        def objective(params: Params, split: Split) -> Tensor:
+            return self.objective({**params, **self.bn_table(index)}, split)
 
-    def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw) -> Any:
-        from metalearn.algorithms.inner import inner_loop
-
-        forwards = [self.bn_set(s) for s in range(steps)] if self.per_step_bn else self._forward
-        return inner_loop(
-            forwards,
-            params,
-            support,
-            self.loss,
-            steps=steps,
-            lr=self.step_sizes(steps),
-            adapt=self.adapt_names,
-            first_order=first_order,
-            backend=self.backend,
-            **kw,
-        )
+        return objective
 
     def predict(self, params: Params, x: Tensor, steps: int | None = None) -> Tensor:
+        """The model with the BatchNorm set of the last of ``steps`` inner steps (BNWB)."""
         steps = self.inner_steps if steps is None else steps
-        return self.bn_set(max(steps - 1, 0))(params, x)
+        return self.model_forward({**params, **self.bn_table(max(steps - 1, 0))}, x)
+
+    def query_loss(
+        self, params: Params, query: Split, steps: int | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`Learner.query_loss` with the BatchNorm set of the last of ``steps`` steps."""
+        steps = self.inner_steps if steps is None else steps
+        return super().query_loss({**params, **self.bn_table(max(steps - 1, 0))}, query, steps)
 
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
         first_order = self.uses_first_order()
         weights = self.loss_weights()
         if weights is None:
             fast = self.inner(params, support, self.inner_steps, first_order)
-            prediction = self.predict(fast, query.x, self.inner_steps)
-            value = checked_loss(self.loss, prediction, query.y)
-            return value, task_metrics(prediction, query.y, value)
+            return self.query_loss(fast, query, self.inner_steps)
         path = self.inner(params, support, self.inner_steps, first_order, trajectory=True)
         terms = []
         for k, weight in enumerate(weights, start=1):
-            prediction = self.predict(path[k], query.x, k)
-            step_loss = checked_loss(self.loss, prediction, query.y)
+            step_loss, metrics = self.query_loss(path[k], query, k)
             terms.append(weight * step_loss)
-        value = torch.stack(terms).sum()
         # Metrics are those of the final step (what evaluation reports).
-        return value, task_metrics(prediction, query.y, step_loss)
+        return torch.stack(terms).sum(), metrics
 
     def extra_repr(self) -> str:
         return (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metalearn.algorithms.base import AdaptSelector, Learner, task_metrics
-from metalearn.algorithms.inner import LossFn, Params, checked_loss
+from metalearn.algorithms.base import AdaptSelector, Learner
+from metalearn.algorithms.inner import LossFn, Objective, Params
+from metalearn.algorithms.updates import UpdateRule
 from metalearn.tasks.batch import Split
 
 __all__ = ["Pretrain"]
@@ -26,6 +27,9 @@ class Pretrain(Learner):
         inner_lr: fine-tuning step size at evaluation.
         inner_steps: default fine-tuning steps for :meth:`adapt` (training uses none).
         adapt: which parameters fine-tune (default all).
+        update: the fine-tuning update rule (:mod:`metalearn.updates`); default ``sgd(inner_lr)``.
+        objective: ``objective(params, split) -> scalar``, trained on the pooled split and used
+            for fine-tuning; default the loss of the forward.
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
         backend: ``"func"`` or ``"higher"`` for the fine-tuning steps.
 
@@ -44,7 +48,10 @@ class Pretrain(Learner):
         loss: LossFn,
         inner_lr: float,
         inner_steps: int = 1,
+        *,
         adapt: AdaptSelector = None,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         vectorize: str = "auto",
         backend: str = "func",
     ) -> None:
@@ -55,13 +62,12 @@ class Pretrain(Learner):
             inner_steps,
             first_order=True,
             adapt=adapt,
+            update=update,
+            objective=objective,
             vectorize=vectorize,
             backend=backend,
         )
 
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
-        x = torch.cat([support.x, query.x])
-        y = torch.cat([support.y, query.y])
-        prediction = self.predict(params, x)
-        value = checked_loss(self.loss, prediction, y)
-        return value, task_metrics(prediction, y, value)
+        pooled = Split(torch.cat([support.x, query.x]), torch.cat([support.y, query.y]))
+        return self.query_loss(params, pooled, 0)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalearn.algorithms.base import Learner, MetaOutput
-from metalearn.algorithms.inner import Params, functional_forward
+from metalearn.algorithms.inner import Params, checked_loss, functional_forward
 from metalearn.tasks.batch import Split, TaskBatch
 
 __all__ = ["ProtoNet"]
@@ -40,14 +40,14 @@ class ProtoNet(Learner):
 
     Args:
         model: the embedding network ``f``, or a network with an embedding submodule.
+        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
+        backend: ``"func"`` (default) or ``"higher"``; with no inner loop they compute the same.
         embedding: name of the submodule that embeds (e.g. ``"body"`` for
             :class:`~metalearn.models.MLP` and :class:`~metalearn.models.Conv4`, dropping the
             classification head); ``None`` (default) embeds with the whole model. The
             embedding is flattened to ``[examples, embedding_dim]``.
         n_way: the number of classes per task; ``None`` (default) reads it from each batch's
             support labels (``max + 1``).
-        vectorize: ``"auto"``, ``"vmap"`` or ``"loop"`` over the tasks of a batch.
-        backend: ``"func"`` (default) or ``"higher"``; with no inner loop they compute the same.
 
     Example:
         >>> import torch, metalearn as ml
@@ -69,10 +69,10 @@ class ProtoNet(Learner):
         self,
         model: nn.Module,
         *,
-        embedding: str | None = None,
-        n_way: int | None = None,
         vectorize: str = "auto",
         backend: str = "func",
+        embedding: str | None = None,
+        n_way: int | None = None,
     ) -> None:
         super().__init__(model, F.cross_entropy, 0.0, 0, vectorize=vectorize, backend=backend)
         if embedding is None:
@@ -136,6 +136,12 @@ class ProtoNet(Learner):
             )
         embeddings = self.embed(params, x)
         return -(embeddings[:, None, :] - params[PROTOTYPES][None]).pow(2).sum(-1)
+
+    _loss_of_predict = True
+
+    def objective(self, params: Params, split: Split) -> Tensor:
+        """Cross-entropy of the prototype logits (:meth:`predict`) on ``split``."""
+        return checked_loss(self.loss, self.predict(params, split.x), split.y)
 
     # -- the public surface: each entry point reads the number of classes first ------------
     def forward(self, batch: TaskBatch) -> MetaOutput:

@@ -2,68 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from metalearn.algorithms.base import AdaptSelector, Learner, task_metrics
-from metalearn.algorithms.inner import LossFn, Params, checked_loss
+from metalearn.algorithms.base import AdaptSelector, Learner
+from metalearn.algorithms.inner import LossFn, Objective, Params
+from metalearn.algorithms.updates import UpdateRule
 from metalearn.tasks.batch import Split
 
-__all__ = ["InnerAdam", "Reptile"]
+__all__ = ["Reptile"]
 
-
-class InnerAdam:
-    """Adam as an update rule of the inner loop (a :class:`GradientTransform`), state per task.
-
-    Gives the direction ``m_hat / (sqrt(v_hat) + eps)`` (the same arithmetic as
-    ``torch.optim.Adam``), so the step is ``lr * direction``. The moments start at zero for
-    every task. Functional, hence ``vmap``-safe.
-
-    Args:
-        betas: decay rates of the first and second moments; Reptile uses ``beta1 = 0``.
-        eps: added to the root of the second moment.
-    """
-
-    def __init__(self, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> None:
-        try:
-            beta1, beta2 = (float(b) for b in betas)
-        except (TypeError, ValueError):
-            raise TypeError(f"betas must be a pair of numbers, got {betas!r}") from None
-        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        self.betas = (beta1, beta2)
-        self.eps = float(eps)
-
-    def init(self, params: Params) -> dict[str, tuple[Tensor, Tensor]]:
-        return {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in params.items()}
-
-    def __call__(self, grads: Params, state: Any, step: int) -> tuple[Params, Any]:
-        beta1, beta2 = self.betas
-        t = step + 1
-        correction1 = 1.0 - beta1**t
-        root_correction2 = math.sqrt(1.0 - beta2**t)
-        directions, new_state = {}, {}
-        for k, g in grads.items():
-            m, v = state[k]
-            m = beta1 * m + (1.0 - beta1) * g
-            v = beta2 * v + (1.0 - beta2) * g * g
-            directions[k] = (m / correction1) / (v.sqrt() / root_correction2 + self.eps)
-            new_state[k] = (m, v)
-        return directions, new_state
-
-    def __repr__(self) -> str:
-        return f"InnerAdam(betas={self.betas}, eps={self.eps})"
+_REMOVED = (
+    "Reptile's inner_optimizer and adam_betas are gone: pass the update rule instead, "
+    "update=metalearn.updates.adam(inner_lr, betas=(0.0, 0.999)) (in a YAML config: "
+    "update: {name: adam, lr: 0.001, betas: [0.0, 0.999]}); plain SGD is the default"
+)
 
 
 class Reptile(Learner):
     """Reptile: adapt to each task, then move phi toward the adapted weights.
 
-    Per task, theta is ``inner_steps`` steps of SGD (or Adam) on the support set, starting from
+    Per task, theta is ``inner_steps`` steps of the update rule (SGD by default, or Adam:
+    ``update=ml.updates.adam(lr, betas=(0.0, 0.999))``) on the support set, starting from
     phi and treated as a constant. The meta-loss is ``0.5 * ||phi - theta||^2`` summed over the
     adapted parameters and averaged over tasks, so its gradient is ``phi - mean(theta)``:
     ``torch.optim.SGD(lr=epsilon)`` on it is exactly the Reptile update
@@ -77,10 +39,11 @@ class Reptile(Learner):
         inner_lr: inner step size.
         inner_steps: inner steps per task (Reptile needs more than one: with one step it is
             first-order MAML on the support set).
-        inner_optimizer: ``"sgd"`` or ``"adam"`` (:class:`InnerAdam`, ``beta1 = 0`` as in the
-            paper's few-shot experiments; fresh moments per task).
-        adam_betas: Adam's betas when ``inner_optimizer="adam"``.
         adapt: which parameters adapt (default all).
+        update: the inner update rule (:mod:`metalearn.updates`), default ``sgd(inner_lr)``;
+            the paper's few-shot experiments use Adam with ``beta1 = 0``,
+            ``metalearn.updates.adam(inner_lr, betas=(0.0, 0.999))`` (fresh moments per task).
+        objective: ``objective(params, split) -> scalar``; default the loss of the forward.
         vectorize: ``"auto"``, ``"vmap"`` or ``"loop"``.
         backend: ``"func"`` (default) or ``"higher"``.
 
@@ -102,12 +65,18 @@ class Reptile(Learner):
         loss: LossFn,
         inner_lr: float,
         inner_steps: int = 5,
-        inner_optimizer: str = "sgd",
-        adam_betas: tuple[float, float] = (0.0, 0.999),
+        *,
         adapt: AdaptSelector = None,
+        update: UpdateRule | None = None,
+        objective: Objective | None = None,
         vectorize: str = "auto",
         backend: str = "func",
+        **removed: Any,
     ) -> None:
+        if "inner_optimizer" in removed or "adam_betas" in removed:
+            raise TypeError(_REMOVED)
+        if removed:
+            raise TypeError(f"Reptile got unexpected keyword arguments {sorted(removed)}")
         super().__init__(
             model,
             loss,
@@ -115,27 +84,16 @@ class Reptile(Learner):
             inner_steps,
             first_order=True,
             adapt=adapt,
+            update=update,
+            objective=objective,
             vectorize=vectorize,
             backend=backend,
         )
-        if inner_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
-        self.inner_optimizer = inner_optimizer
-        self.transform = InnerAdam(adam_betas) if inner_optimizer == "adam" else None
-
-    def inner(self, params: Params, support: Split, steps: int, first_order: bool, **kw) -> Any:
-        return super().inner(params, support, steps, first_order, transform=self.transform, **kw)
 
     def task_loss(self, params: Params, support: Split, query: Split) -> tuple[Tensor, dict]:
         start = {k: v.detach() for k, v in params.items()}
         with torch.no_grad():
             theta = self.inner(start, support, self.inner_steps, True)
-            prediction = self.predict(theta, query.x, self.inner_steps)
-            metrics = task_metrics(
-                prediction, query.y, checked_loss(self.loss, prediction, query.y)
-            )
+            _, metrics = self.query_loss(theta, query, self.inner_steps)
         value = sum(0.5 * (params[k] - theta[k]).pow(2).sum() for k in self.adapt_names)
         return value, metrics
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, inner_optimizer={self.inner_optimizer!r}"
