@@ -100,7 +100,8 @@ def build_learner(args: argparse.Namespace, model: torch.nn.Module) -> ml.Learne
         return ml.MetaSGD(model, F.cross_entropy, first_order=args.first_order, **common)
     if args.algorithm == "mamlpp":
         return ml.MAMLPlusPlus(model, F.cross_entropy, **common)
-    return ml.Reptile(model, F.cross_entropy, inner_optimizer="adam", **common)
+    adam = ml.updates.adam(args.inner_lr, betas=(0.0, 0.999))  # beta1 = 0, as the paper
+    return ml.Reptile(model, F.cross_entropy, update=adam, **common)
 
 
 def build_optimizer(args: argparse.Namespace, learner: ml.Learner) -> tuple:

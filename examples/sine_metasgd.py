@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> ml.Evaluation:
     test_tasks = ml.tasks.Sine(args.k_shot, 100, query_grid=True)
     result = ml.evaluate(metasgd, test_tasks, args.test_tasks, STEPS, seed=10_000)
     print(f"Meta-SGD, K={args.k_shot}, {args.iterations} iterations (MSE):\n{result}")
-    for name, rate in metasgd.step_sizes().items():
+    for name, rate in metasgd.update.named_rates().items():
         print(f"  learned rate {name:<14} min {rate.min():+.4f}  max {rate.max():+.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(f"Meta-SGD, {args.iterations} iterations\n\n{result}\n")

@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> ml.Evaluation:
         F.mse_loss,
         inner_lr=args.inner_lr,
         inner_steps=args.inner_steps,
-        inner_optimizer=args.inner_optimizer,
+        update=(
+            ml.updates.adam(args.inner_lr, betas=(0.0, 0.999))
+            if args.inner_optimizer == "adam"
+            else ml.updates.sgd(args.inner_lr)
+        ),
         backend=args.backend,
     )
     optimizer = torch.optim.SGD(reptile.parameters(), lr=args.epsilon)

@@ -139,7 +139,9 @@ class LearnerConfig:
 
     ``loss`` is ``mse``, ``cross_entropy``, ``package.module:function`` or an entry point of
     ``metalearn.losses``. Other keys (``first_order``, ``adapt``, ``vectorize`` ...) are the
-    learner's constructor arguments.
+    learner's constructor arguments;
+    ``update`` is an update rule in its config form, e.g. ``{name: adam, lr: 0.001,
+    betas: [0.0, 0.999]}`` (:func:`metalearn.updates.rule_from_config`).
     """
 
     name: str
@@ -147,6 +149,15 @@ class LearnerConfig:
     loss: str = field(default="mse", metadata=_check(_component(LOSS_NAMES, "loss")))
     inner_steps: int = field(default=1, metadata=_check(_non_negative))
     options: dict[str, Any] = field(default_factory=dict, metadata=EXTRA)
+
+    def validate(self, path: str) -> None:
+        for key in ("inner_optimizer", "adam_betas"):
+            if key in self.options:
+                raise ConfigError(
+                    f"{path}.{key}: removed; the inner update rule is now learner.update, e.g. "
+                    "update: {name: adam, lr: 0.001, betas: [0.0, 0.999]} (Reptile's Adam), "
+                    "or {name: sgd, lr: 0.01} (the default, sgd with inner_lr)"
+                )
 
 
 @dataclass

@@ -262,9 +262,9 @@ class Learner(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The query objective of (adapted) ``params`` and the task's metrics.
 
-        The value is :meth:`objective` on the query; the metrics (``"loss"``, ``"accuracy"``
-        for class labels) come from :meth:`predict` ``(params, query.x, steps)``. With the
-        default objective, the one prediction serves both.
+        The value is :meth:`objective` on the query, reported as the ``"loss"`` metric; the
+        ``"accuracy"`` (for class labels) comes from :meth:`predict` ``(params, query.x,
+        steps)``. With the default objective, the one prediction serves both.
         """
         if not self._custom_objective():
             prediction = self.predict(params, query.x, steps)
@@ -410,7 +410,7 @@ class Learner(nn.Module):
             steps: how many inner steps produced ``params`` (default ``inner_steps``); only
                 learners whose forward depends on the step (MAML++'s per-step BatchNorm) use it.
         """
-        return self._forward(params, x)
+        return self.model_forward(params, x)
 
     def evaluate_batch(self, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
         """Query metrics of every task after each of ``steps`` inner steps (no meta-gradient).

@@ -314,7 +314,8 @@ def select_parameters(
 
     Args:
         adapt: ``None`` (all), a name prefix such as ``"head"`` (matches ``head.weight``,
-            ``head.bias``), a sequence of names/prefixes, or a predicate on the name.
+            ``head.bias``), a sequence of names/prefixes, or a predicate on the name. An empty
+            sequence adapts no parameter (only per-task state adapts, as in CAVIA).
 
     Raises:
         ValueError: when the selector matches no parameter; the message lists the names.
@@ -326,6 +327,8 @@ def select_parameters(
         chosen = [n for n in names if adapt(n)]
     else:
         prefixes = [adapt] if isinstance(adapt, str) else list(adapt)
+        if not prefixes:
+            return []  # explicitly nothing: only per-task state adapts (CAVIA)
         if not all(isinstance(p, str) for p in prefixes):
             raise TypeError(
                 f"adapt must be a prefix, a list of prefixes or a predicate, got {adapt!r}"

@@ -51,6 +51,7 @@ __all__ = [
     "parameter_key",
     "per_parameter",
     "per_step",
+    "rule_from_config",
     "scale",
     "scale_by_adam",
     "sgd",
@@ -277,13 +278,13 @@ class _LearnedRates(Rule):
         return {n: self.rates[parameter_key(n)] for n in self.names}
 
     def _rate(self, name: str) -> Tensor:
-        try:
-            return self.rates[parameter_key(name)]
-        except KeyError:
+        key = parameter_key(name)
+        if key not in self.rates:
             raise KeyError(
                 f"{type(self).__name__} has no rate for parameter {name!r} (it has rates for "
                 f"{self.names}); give one for every adapted parameter"
-            ) from None
+            )
+        return self.rates[key]
 
     def extra_repr(self) -> str:
         return f"names={self.names}"
@@ -397,3 +398,47 @@ def chain(*rules: UpdateRule) -> Chain:
         >>> rule = chain(scale_by_adam(), sgd(0.01))   # Adam with step size 0.01
     """
     return Chain(*rules)
+
+
+_FROM_CONFIG = {"sgd": sgd, "adam": adam, "scale_by_adam": scale_by_adam, "scale": scale}
+
+
+def rule_from_config(spec: Mapping[str, Any]) -> UpdateRule:
+    """An update rule from its config form (a YAML mapping under ``learner.update``).
+
+    ``{name: sgd, lr: 0.01}``, ``{name: adam, lr: 0.001, betas: [0.0, 0.999], eps: 1e-8}``,
+    ``{name: scale_by_adam, ...}``, ``{name: scale, factor: 0.5}`` or
+    ``{name: chain, rules: [<rule>, ...]}``. Learned-rate rules (``per_parameter``,
+    ``per_step``) need the model's parameter names: choose ``MetaSGD`` or ``MAMLPlusPlus``.
+
+    Raises:
+        ValueError: for an unknown name or bad arguments, naming the valid ones.
+
+    Example:
+        >>> rule_from_config({"name": "adam", "lr": 0.001, "betas": [0.0, 0.999]})
+        Chain(
+          (rules): ModuleList(
+            (0): ScaleByAdam(betas=(0.0, 0.999), eps=1e-08)
+            (1): SGD(lr=0.001)
+          )
+        )
+    """
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(
+            f"an update rule is a mapping with a name, e.g. {{name: sgd, lr: 0.01}}; got {spec!r}"
+        )
+    options = {k: v for k, v in spec.items() if k != "name"}
+    name = spec["name"]
+    if name == "chain":
+        if set(options) != {"rules"} or not isinstance(options["rules"], list):
+            raise ValueError("a chain rule is {name: chain, rules: [<rule>, ...]}")
+        return chain(*(rule_from_config(r) for r in options["rules"]))
+    if name not in _FROM_CONFIG:
+        valid = ", ".join([*_FROM_CONFIG, "chain"])
+        raise ValueError(f"unknown update rule {name!r}; the config names {valid}")
+    if "betas" in options and isinstance(options["betas"], list):
+        options["betas"] = tuple(options["betas"])
+    try:
+        return _FROM_CONFIG[name](**options)
+    except TypeError as error:
+        raise ValueError(f"update rule {name}: {error}") from None

@@ -31,6 +31,7 @@ from metalearn._plugins import (
     resolve,
 )
 from metalearn.algorithms.base import Learner
+from metalearn.algorithms.updates import rule_from_config
 from metalearn.config import (
     Config,
     ConfigError,
@@ -326,6 +327,7 @@ def check_config(config: Config) -> None:
     )
     learner_keys = ("model", "loss", "inner_lr", "inner_steps")
     learner_name = config.learner.name
+    _learner_kwargs(config.learner)
     attempt(
         lambda: _check_kwargs(
             "learner",
@@ -432,9 +434,20 @@ def build_learner(config: Config) -> Learner:
         loss=loss_function(lc.loss),
         inner_lr=lc.inner_lr,
         inner_steps=lc.inner_steps,
-        **lc.options,
+        **_learner_kwargs(lc),
     )
     return _built(learner, "learner.name", lc.name, Learner, "metalearn.Learner")
+
+
+def _learner_kwargs(lc: LearnerConfig) -> dict[str, Any]:
+    # learner.update is an update rule in its config form ({name: adam, lr: ...}).
+    options = dict(lc.options)
+    if "update" in options:
+        try:
+            options["update"] = rule_from_config(options["update"])
+        except ValueError as error:
+            raise ConfigError(f"learner.update: {error}") from None
+    return options
 
 
 def resolve_device(name: str) -> torch.device:
