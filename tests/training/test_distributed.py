@@ -214,8 +214,8 @@ def test_two_ranks_match_one_process(two_ranks, kind, float64):
                            initial["model.head.weight"])  # fmt: skip
     if kind.startswith("learned_lr"):
         assert want_grad["unused"] is None
-        assert want_grad["log_lrs"].abs().min() > 0
-        assert not torch.equal(want_state["log_lrs"], initial["log_lrs"])
+        assert want_grad["update.log_lrs"].abs().min() > 0
+        assert not torch.equal(want_state["update.log_lrs"], initial["update.log_lrs"])
         torch.testing.assert_close(two_ranks[0][kind, "state"]["unused"], torch.zeros(2))
 
 

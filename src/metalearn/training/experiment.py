@@ -227,7 +227,10 @@ def _check_kwargs(
         return
     params = signature.parameters
     label = f"{spec}{signature}" if spec is not None else None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    # A **removed catch-all only turns retired keywords into errors that say what to write.
+    if any(
+        p.kind is inspect.Parameter.VAR_KEYWORD and p.name != "removed" for p in params.values()
+    ):
         return
     takes = [
         n
