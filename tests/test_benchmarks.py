@@ -94,6 +94,8 @@ def test_harness_end_to_end_in_child_processes(bench, tmp_path):
             "--no-leak",
             "--threads",
             "1",
+            "--rounds",
+            "1",  # two rounds: test_rounds_alternate_the_rows_and_pool_their_times (no children)
             "--output",
             str(output),
         ]
@@ -103,6 +105,33 @@ def test_harness_end_to_end_in_child_processes(bench, tmp_path):
     assert "| metalearn |" in text and "| autograd-loop |" in text
     assert "| autograd-loop+allocator |" in text
     assert "torch " in text and "CPU:" in text
+
+
+def test_rounds_alternate_the_rows_and_pool_their_times(bench, monkeypatch):
+    # The parent's bookkeeping without child processes (each costs a torch import): gradients
+    # first (untuned rows only), then every row once per round, times pooled, peaks maxed.
+    calls = []
+
+    def fake_child(args, workload, impl, **extra):
+        calls.append((impl, "grad" if extra.get("grad_out") else extra["reps"]))
+        if extra.get("grad_out"):
+            torch.save({"0": torch.ones(2)}, extra["grad_out"])
+            return {"how": ""}
+        peak = 100.0 + len(calls)
+        return {"how": "", "times": [0.01 * len(calls)] * extra["reps"], "peak_mib": peak}
+
+    monkeypatch.setattr(bench, "run_in_child", fake_child)
+    args = bench.parse_args(["--impls", "metalearn,autograd-loop+allocator", "--rounds", "2"])
+    lines = []
+    results = bench.benchmark_workload(args, bench.SMOKE, lines.append)
+    reps = -(-bench.scaled(bench.SMOKE, False).reps // 2)
+    assert calls == [("metalearn", "grad"), ("metalearn", reps), ("autograd-loop+allocator", reps),
+                     ("metalearn", reps), ("autograd-loop+allocator", reps)]  # fmt: skip
+    assert results["metalearn"]["times"] == [0.02] * reps + [0.04] * reps
+    assert results["autograd-loop+allocator"]["times"] == [0.03] * reps + [0.05] * reps
+    assert results["metalearn"]["peak_mib"] == 104.0
+    assert results["metalearn"]["grad_error"] == 0.0
+    assert "| metalearn |" in lines[-1] and "| autograd-loop+allocator |" in lines[-1]
 
 
 def test_unknown_names_are_refused(bench):

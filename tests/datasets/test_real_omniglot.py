@@ -76,10 +76,11 @@ def test_short_maml_run_beats_chance_and_pixels_on_unseen_alphabets(root, load_e
     try:
         pixels = example.main(["--learner", "pixel-nn", *common])["accuracy"]["any-class"]
         maml = example.main(
-            ["--learner", "maml", "--iterations", "80", "--meta-batch", "8", "--queries", "2",
+            ["--learner", "maml", "--iterations", "50", "--meta-batch", "8", "--queries", "2",
              "--hidden", "32", "--inner-lr", "0.4", *common]
         )["accuracy"]["any-class"]  # fmt: skip
     finally:
         torch.set_num_threads(threads)
+    # 50 iterations give ~65% here (80 gave ~70%, at 60% more time); pixels ~40%.
     assert maml["mean"] > 0.6  # chance is 0.2
     assert maml["mean"] - maml["ci95"] > pixels["mean"] + pixels["ci95"], (maml, pixels)
