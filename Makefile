@@ -17,7 +17,7 @@ demo: venv
 	$(PY) examples/sine_maml.py
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-all: venv
 	$(PY) -m pytest -q -m "slow or not slow"
