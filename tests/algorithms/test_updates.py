@@ -4,6 +4,7 @@ tail shared by every learner."""
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import pytest
 import torch
@@ -188,6 +189,18 @@ def test_per_task_state_meta_gradients_are_exact_and_agree():
     testing.check_meta_gradient(cavia, batch)
     testing.check_loop_matches_vmap(cavia, batch)
     testing.check_backends_agree(cavia, batch)
+
+
+@pytest.mark.parametrize("backend", ["func", "higher"])
+def test_per_task_state_keeps_the_per_task_meta_gradient(backend):
+    # The state's starting leaf is the inner loop's own, not a tensor outside the learner: no
+    # fallback to the whole graph (and no warning saying memory grows with the meta-batch).
+    learner = cavia(vectorize="loop", backend=backend).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner(regression_batch()).loss.backward()
+    assert learner._foreign_inputs is None
+    assert all(p.grad is not None for p in learner.parameters())
 
 
 def test_per_task_state_names_must_not_clash():

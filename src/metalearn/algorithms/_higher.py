@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from metalearn.algorithms._inner_leaves import inner_leaf
+
 __all__ = ["PatchedForward", "higher_inner_loop", "require_higher"]
 
 
@@ -110,10 +112,7 @@ def higher_inner_loop(
     grad_enabled = torch.is_grad_enabled()
     with torch.enable_grad():
         # autograd.grad needs tensors that require grad (evaluation passes detached ones).
-        fast = [
-            params[k] if params[k].requires_grad else params[k].detach().requires_grad_()
-            for k in names
-        ]
+        fast = [params[k] if params[k].requires_grad else inner_leaf(params[k]) for k in names]
         # The group holds placeholders: higher only uses them to know the layout.
         placeholders = [torch.zeros((), requires_grad=True) for _ in names]
         template = torch.optim.SGD([{"params": placeholders}], lr=0.0)

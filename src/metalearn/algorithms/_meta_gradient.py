@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.stateless import _reparametrize_module
 
+from metalearn.algorithms._inner_leaves import is_inner_leaf
 from metalearn.algorithms.inner import map_tasks
 
 __all__ = ["PrecomputedGradient", "intra_op_threads", "per_task_meta_loss"]
@@ -142,7 +143,8 @@ def _detached(metrics: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _reaches_foreign_leaf(loss: Tensor, own: set[int]) -> bool:
-    """Whether ``loss``'s graph reaches a leaf that requires grad other than those in ``own``."""
+    """Whether ``loss``'s graph reaches a leaf that requires grad other than those in ``own``
+    and those the inner loop made (the starting point of per-task state)."""
     if loss.grad_fn is None:
         return id(loss) not in own
     stack, seen = [loss.grad_fn], {loss.grad_fn}
@@ -150,7 +152,7 @@ def _reaches_foreign_leaf(loss: Tensor, own: set[int]) -> bool:
         node = stack.pop()
         variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
         if variable is not None:
-            if id(variable) not in own:
+            if id(variable) not in own and not is_inner_leaf(variable):
                 return True
             continue
         for child, _ in node.next_functions:

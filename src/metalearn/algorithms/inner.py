@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from metalearn._functorch import under_functorch_transform
+from metalearn.algorithms._inner_leaves import inner_leaf
 from metalearn.algorithms.updates import UpdateRule, check_rule
 from metalearn.tasks.batch import Split, TaskBatch
 
@@ -131,7 +132,7 @@ def support_gradients(
     # then stops at the alias, so hooks a user put on a parameter see only the meta-gradient,
     # as under torch.func.grad (and vmap).
     leaves = {
-        k: v.view_as(v) if create_graph and v.requires_grad else v.detach().requires_grad_()
+        k: v.view_as(v) if create_graph and v.requires_grad else inner_leaf(v)
         for k, v in fast.items()
     }
     with torch.enable_grad():
