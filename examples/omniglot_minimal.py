@@ -37,6 +37,10 @@ BASELINES = ("pixel-nn", "scratch")
 PROTOCOLS = ("any-class", "within-alphabet")
 
 
+class TimeBudgetSpent(Exception):
+    """Raised by the training callback when ``--max-minutes`` have passed."""
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", help="folder with images_background_small1/2")
@@ -49,6 +53,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ways", type=int, default=20, help="N, for training and testing")
     p.add_argument("--queries", type=int, default=5, help="query images per class in training")
     p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument(
+        "--max-minutes", type=float, default=0,
+        help="stop meta-training after this wall time (0: none); the JSON records the iterations",
+    )  # fmt: skip
     p.add_argument("--meta-batch", type=int, default=16)
     p.add_argument("--inner-steps", type=int, default=1)
     p.add_argument("--inner-lr", type=float, default=0.4)
@@ -152,7 +160,7 @@ def report(folder: Path) -> str:
             a = r["accuracy"].get(protocol)
             cells.append(f"{100 * a['mean']:.1f} ± {100 * a['ci95']:.1f}" if a else "-")
         trained = r["learner"] not in BASELINES
-        iterations = r["options"]["iterations"] if trained else "-"
+        iterations = r.get("iterations_done") or r["options"]["iterations"] if trained else "-"
         lines.append(
             f"| {r['learner']} | {r['ways']} | {cells[0]} | {cells[1]} | {iterations} | "
             f"{r['seconds'] / 60:.1f} |"
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     tests = test_samplers(args.root, args.ways, args.test_queries, args.protocols)
     started = time.perf_counter()
     curve: list[dict] = []
+    trained = {"iterations": 0}
     results: dict[str, tuple[float, float]] = {}
     if args.learner == "pixel-nn":
         for name, sampler in tests.items():
@@ -210,9 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
             optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
             probe = next(iter(tests.values()))
+            deadline = started + 60 * args.max_minutes if args.max_minutes > 0 else None
 
             def log(iteration: int, metrics: dict[str, float]) -> None:
                 done = iteration + 1
+                trained["iterations"] = done
                 if args.curve_every and (done % args.curve_every == 0 or done == 1):
                     result = ml.evaluate(learner, probe, args.curve_tasks, args.test_steps, seed=1)
                     point = {
@@ -223,11 +234,17 @@ def main(argv: list[str] | None = None) -> dict:
                     }
                     curve.append(point)
                     print(json.dumps(point), flush=True)
+                late = deadline is not None and time.perf_counter() > deadline
+                if late and done < args.iterations:
+                    raise TimeBudgetSpent  # after a whole meta-update: the learner is consistent
 
-            ml.train(
-                learner, tasks, optimizer, args.iterations, args.meta_batch, seed=args.seed,
-                progress=not args.no_progress, callback=log,
-            )  # fmt: skip
+            try:
+                ml.train(
+                    learner, tasks, optimizer, args.iterations, args.meta_batch, seed=args.seed,
+                    progress=not args.no_progress, callback=log,
+                )  # fmt: skip
+            except TimeBudgetSpent:
+                print(f"time budget spent after {trained['iterations']} iterations", flush=True)
         train_seconds = time.perf_counter() - started
         for name, sampler in tests.items():
             result = ml.evaluate(learner, sampler, args.test_tasks, args.test_steps)
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ways": args.ways,
         "options": {k: v for k, v in vars(args).items() if k not in ("root", "out")},
         "accuracy": {k: {"mean": m, "ci95": c} for k, (m, c) in results.items()},
+        "iterations_done": trained["iterations"],
         "train_seconds": train_seconds,
         "seconds": seconds,
         "threads": torch.get_num_threads(),
