@@ -55,6 +55,20 @@ def test_every_config_validates(path):
     check_config(config)  # every learner, model, dataset and keyword exists
 
 
+def test_train_tune_allocator_reaches_the_trainer(monkeypatch):
+    import metalearn.training.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    config = load_config(SINE.parent / "maml.yaml")
+    config.train.tune_allocator = False
+    build_trainer(config, device="cpu", progress=False)
+    assert calls == []
+    config.train.tune_allocator = True
+    build_trainer(config, device="cpu", progress=False)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("stem", ["maml", "fomaml", "pretrain"])
 def test_sine_configs_build_the_paper_setup(stem):
     config = load_config(SINE.parent / f"{stem}.yaml")

@@ -195,6 +195,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=1000, metadata=_check(_positive))
     plot: bool = True
     tensorboard: bool | None = None
+    tune_allocator: bool = True
 
     def validate(self, path: str) -> None:
         if self.compile and self.amp:
@@ -486,6 +487,7 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.plot",
     "train.tensorboard",
+    "train.tune_allocator",
     "device",
     "run_dir",
     "description",

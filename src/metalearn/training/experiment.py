@@ -516,6 +516,7 @@ def build_trainer(
         checkpoint_every=train.checkpoint_every,
         plot=train.plot,
         tensorboard=train.tensorboard,
+        tune_allocator=train.tune_allocator,
         progress=progress,
         # The rank-invariant task stream, also in one process: a config gives the same run
         # whether launched plainly or with torchrun on any number of ranks.

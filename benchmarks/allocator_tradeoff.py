@@ -1,0 +1,91 @@
+"""Speed against peak memory of glibc allocator settings, for a user's plain Conv-4 under MAML.
+
+MiniImagenet 5-way 1-shot, 15 queries, 5 inner steps (the ``miniimagenet`` workload of
+``bench_maml.py``), the user's own ``nn.Module`` trained by metalearn's MAML, and learn2learn
+in its users' idiom beside it. Each setting runs in a fresh process on one thread; time is CPU
+time per meta-step (``time.process_time``: robust on a shared machine, where wall time is not),
+memory the process's peak RSS. Settings:
+
+- ``default``: glibc as it comes (blocks over 32 MiB are mmapped and page-faulted in anew);
+- ``tuned``: ``ml.tune_cpu_allocator()`` (no mmap, no trim: freed memory is reused), what the
+  ``Trainer`` applies on CPU;
+- ``mmap32``: mmap only for blocks of 32 MiB or more (glibc's largest threshold), no trim.
+
+Run: ``python benchmarks/allocator_tradeoff.py [--meta-batch 4] [--steps 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+SETTINGS = ("default", "tuned", "mmap32")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_maml as bench
+    import torch
+
+    import metalearn as ml
+
+    torch.set_num_threads(1)
+    if setting == "tuned":
+        ml.tune_cpu_allocator()
+    elif setting == "mmap32":
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    workload = replace(bench.WORKLOADS["miniimagenet"], meta_batch=meta_batch)
+    implementation = bench.IMPLEMENTATIONS[impl](workload, torch.device("cpu"))
+    batch = workload.batch(torch.device("cpu"))
+    implementation.prepare(batch)
+    bench.reset_peak_rss()
+    times = []
+    for _ in range(steps + 1):  # the first step warms up
+        start = time.process_time()
+        implementation.step(batch)
+        times.append(time.process_time() - start)
+    return {"cpu_s": statistics.median(times[1:]), "peak_mib": bench.peak_rss_mib()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meta-batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="timed meta-steps per setting")
+    parser.add_argument("--child", nargs=2, metavar=("SETTING", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args.meta_batch, args.steps)))
+        return
+    rows = [(s, "metalearn+own-model") for s in SETTINGS] + [("default", "learn2learn")]
+    results = {}
+    for setting, impl in rows:
+        command = [sys.executable, __file__, "--child", setting, impl]
+        command += ["--meta-batch", str(args.meta_batch), "--steps", str(args.steps)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results[setting, impl] = json.loads(out.splitlines()[-1])
+    reference = results["default", "learn2learn"]
+    print(
+        "| implementation | allocator | CPU s / step | peak MiB | speed vs learn2learn "
+        "| memory vs learn2learn |\n|---|---|---:|---:|---:|---:|"
+    )
+    for (setting, impl), r in results.items():
+        speed = reference["cpu_s"] / r["cpu_s"]
+        memory = r["peak_mib"] / reference["peak_mib"]
+        print(
+            f"| {impl} | {setting} | {r['cpu_s']:.2f} | {r['peak_mib']:.0f} | {speed:.2f}x | "
+            f"{memory:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
