@@ -6,6 +6,7 @@ The public API is re-exported here; ``docs/architecture.md`` describes the desig
 from metalearn import algorithms, chem, datasets, models, tasks, training, updates
 from metalearn.algorithms import (
     ANIL,
+    CAVIA,
     FOMAML,
     IMAML,
     MAML,
@@ -14,6 +15,7 @@ from metalearn.algorithms import (
     MetaOutput,
     MetaSGD,
     Pretrain,
+    ProtoMAML,
     ProtoNet,
     Reptile,
     conjugate_gradient,
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "CAVIA",
     "FOMAML",
     "IMAML",
     "MAML",
@@ -46,6 +49,7 @@ __all__ = [
     "MetaOutput",
     "MetaSGD",
     "Pretrain",
+    "ProtoMAML",
     "ProtoNet",
     "Reptile",
     "Trainer",

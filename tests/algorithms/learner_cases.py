@@ -37,6 +37,8 @@ LEARNERS: dict[str, tuple[Factory, bool]] = {
     ),
     "MAMLPlusPlus": (_mamlpp, True),
     "Pretrain": (lambda model, loss, **kw: ml.Pretrain(model, loss, 0.3, 2, **kw), True),
+    "CAVIA": (lambda model, loss, **kw: ml.CAVIA(model, loss, 0.3, 2, context_size=2, **kw), True),
+    "ProtoMAML": (lambda model, loss, **kw: ml.ProtoMAML(model, loss, 0.1, 2, **kw), True),
 }
 
 
@@ -62,15 +64,48 @@ def classification_batch(tasks: int = 2, seed: int = 0, dtype=torch.float64) -> 
     return TaskBatch.from_tensors(sx, labels, qx, labels.clone())
 
 
+def mlp_classification_batch(tasks: int = 3, seed: int = 0, dtype=torch.float64) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(tasks, 6, 4, generator=g, dtype=dtype)
+    qx = torch.randn(tasks, 6, 4, generator=g, dtype=dtype)
+    labels = torch.arange(3).repeat(2).expand(tasks, 6).contiguous()
+    return TaskBatch.from_tensors(sx, labels, qx, labels.clone())
+
+
 PROBLEMS = {
     "mlp": (tiny_mlp, F.mse_loss, regression_batch),
     "conv": (tiny_conv, F.cross_entropy, classification_batch),
 }
+# Learners that need another model (or task) for a problem: CAVIA's context enters the MLP's
+# input and the conv net's feature maps (FiLM); ProtoMAML classifies, so its "mlp" problem is
+# a 3-way classification with an MLP.
+OWN_PROBLEMS = {
+    ("CAVIA", "mlp"): (
+        lambda: ml.models.MLP([1 + 2, 5, 5, 1], activation=nn.Tanh),
+        F.mse_loss,
+        regression_batch,
+    ),
+    ("CAVIA", "conv"): (
+        lambda: ml.models.FiLMConv4(1, 3, hidden=2, image_size=16, context_size=2),
+        F.cross_entropy,
+        classification_batch,
+    ),
+    ("ProtoMAML", "mlp"): (
+        lambda: ml.models.MLP([4, 5, 5, 3], activation=nn.Tanh),
+        F.cross_entropy,
+        mlp_classification_batch,
+    ),
+}
+
+
+def problem_of(name: str, problem: str) -> tuple:
+    """(make_model, loss, make_batch) of ``problem`` for learner ``name``."""
+    return OWN_PROBLEMS.get((name, problem), PROBLEMS[problem])
 
 
 def build(name: str, problem: str, seed: int = 0, **kw) -> tuple[ml.Learner, TaskBatch]:
     """A float64 learner ``name`` on ``problem`` ("mlp" or "conv") and a batch for it."""
-    make_model, loss, make_batch = PROBLEMS[problem]
+    make_model, loss, make_batch = problem_of(name, problem)
     torch.manual_seed(seed)
     learner = LEARNERS[name][0](make_model(), loss, **kw).double()
     return learner, make_batch()

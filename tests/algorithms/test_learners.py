@@ -1,12 +1,12 @@
 """One table of checks run over every learner (MAML, FOMAML, ANIL, Meta-SGD, Reptile, MAML++,
-Pretrain) on a tiny MLP (regression) and a tiny conv net with metalearn BatchNorm
+Pretrain, CAVIA, ProtoMAML) on a tiny MLP (regression) and a tiny conv net with metalearn BatchNorm
 (classification). Learner-specific checks live in the test_<learner>.py files."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from learner_cases import LEARNERS, PROBLEMS, build, factory
+from learner_cases import LEARNERS, PROBLEMS, build, factory, problem_of
 
 import metalearn as ml
 from metalearn import testing
@@ -17,30 +17,32 @@ EXACT_CASES = [(n, p) for n in EXACT for p in PROBLEMS]
 # Every learner on the MLP; on the (slower, float64 CPU convolutions) conv net the learners
 # whose inner loop differs there: BatchNorm adapting (MAML), head only (ANIL), per-step
 # BatchNorm (MAML++).
-CASES = [(n, "mlp") for n in ALL] + [(n, "conv") for n in ("ANIL", "MAML", "MAMLPlusPlus")]
+CASES = [(n, "mlp") for n in ALL] + [
+    (n, "conv") for n in ("ANIL", "CAVIA", "MAML", "MAMLPlusPlus", "ProtoMAML")
+]
 
 
 @pytest.mark.parametrize(("name", "problem"), EXACT_CASES)
 def test_meta_gradient_matches_finite_differences(name, problem):
     # Two random directions over all parameters, |analytic - numeric| <= 1e-8 + 1e-5 |numeric|.
-    testing.check_meta_gradient(factory(name, problem), make_batch(problem))
+    testing.check_meta_gradient(factory(name, problem), make_batch(name, problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
 def test_func_and_higher_backends_agree(name, problem):
-    testing.check_backends_agree(factory(name, problem), make_batch(problem))
+    testing.check_backends_agree(factory(name, problem), make_batch(name, problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
 def test_loop_and_vmap_agree(name, problem):
-    testing.check_loop_matches_vmap(factory(name, problem), make_batch(problem))
+    testing.check_loop_matches_vmap(factory(name, problem), make_batch(name, problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
 def test_same_seed_same_numbers(name, problem):
     make = factory(name, problem, seed=3)
     testing.check_deterministic(
-        lambda **kw: make(**kw).float(), make_batch(problem).to(torch.float32)
+        lambda **kw: make(**kw).float(), make_batch(name, problem).to(torch.float32)
     )
 
 
@@ -53,16 +55,18 @@ def test_to_device(device, name, backend):
     out = learner(batch)
     out.loss.backward()
     assert out.loss.device.type == device.type
-    for p in learner.parameters():
+    # ProtoMAML overwrites its head with the prototypes for every task: no gradient there.
+    unused = ("model.head.",) if name == "ProtoMAML" else ()
+    for n, p in learner.named_parameters():
         assert p.device.type == device.type
-        assert p.grad is not None and p.grad.device.type == device.type
+        assert n.startswith(unused) or (p.grad is not None and p.grad.device.type == device.type)
     fast = learner.adapt(batch.task(0).support, steps=2)
     assert all(v.device.type == device.type for v in fast.values())
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
 def test_state_dict_round_trip(name, problem):
-    testing.check_state_dict_round_trip(factory(name, problem), make_batch(problem))
+    testing.check_state_dict_round_trip(factory(name, problem), make_batch(name, problem))
 
 
 @pytest.mark.parametrize(("name", "problem"), CASES)
@@ -71,19 +75,21 @@ def test_adapt_predict_and_evaluate(float64, name, problem):
     support, query = batch.task(0).support, batch.task(0).query
     with torch.no_grad():
         fast = learner.adapt(support, steps=2)
-    assert set(fast) == {n for n, _ in learner.model.named_parameters()}
+    state = set(learner.task_state(support))  # CAVIA's context
+    assert set(fast) == {n for n, _ in learner.model.named_parameters()} | state
     assert not any(v.requires_grad for v in fast.values())
     assert learner.predict(fast, query.x, 2).shape[0] == query.x.shape[0]
     result = learner.evaluate_batch(batch, [0, 1, 4])
     assert result["loss"].shape == (batch.num_tasks, 3)
     assert torch.isfinite(result["loss"]).all()
     before = [p.detach().clone() for p in learner.parameters()]
-    ml.evaluate(learner, ml.tasks.Sine(5, 10) if problem == "mlp" else _Fixed(batch), 4, [0, 1])
+    regression = batch.query.y.is_floating_point()
+    ml.evaluate(learner, ml.tasks.Sine(5, 10) if regression else _Fixed(batch), 4, [0, 1])
     assert all(torch.equal(a, p) for a, p in zip(before, learner.parameters(), strict=True))
 
 
-def make_batch(problem: str) -> ml.tasks.TaskBatch:
-    return PROBLEMS[problem][2]()
+def make_batch(name: str, problem: str) -> ml.tasks.TaskBatch:
+    return problem_of(name, problem)[2]()
 
 
 class _Fixed:
@@ -129,6 +135,8 @@ def _positional(name: str, argument: str, value) -> dict:
     args[argument] = value
     if name == "MAMLPlusPlus":
         args["per_step_bn"] = False
+    if name == "CAVIA":
+        args["context_size"] = 2
     return {"cls": cls, "args": args}
 
 
@@ -143,6 +151,6 @@ def test_higher_backend_refuses_vmap(name):
 
 
 def test_every_learner_is_exported():
-    for name in ("MAML", "FOMAML", "ANIL", "MetaSGD", "Reptile", "MAMLPlusPlus", "Pretrain"):
+    for name in sorted(set(LEARNERS) - {"ReptileAdam"}):
         assert issubclass(getattr(ml, name), ml.Learner)
         assert name in ml.__all__

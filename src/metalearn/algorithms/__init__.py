@@ -3,6 +3,7 @@
 from metalearn.algorithms import updates
 from metalearn.algorithms.anil import ANIL
 from metalearn.algorithms.base import Learner, MetaOutput
+from metalearn.algorithms.cavia import CAVIA
 from metalearn.algorithms.custom_gradient import custom_meta_gradient
 from metalearn.algorithms.imaml import IMAML
 from metalearn.algorithms.implicit import conjugate_gradient, hvp
@@ -11,11 +12,13 @@ from metalearn.algorithms.maml import FOMAML, MAML
 from metalearn.algorithms.mamlpp import MAMLPlusPlus
 from metalearn.algorithms.metasgd import MetaSGD
 from metalearn.algorithms.pretrain import Pretrain
+from metalearn.algorithms.protomaml import ProtoMAML
 from metalearn.algorithms.protonet import ProtoNet
 from metalearn.algorithms.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "CAVIA",
     "FOMAML",
     "IMAML",
     "MAML",
@@ -24,6 +27,7 @@ __all__ = [
     "MetaOutput",
     "MetaSGD",
     "Pretrain",
+    "ProtoMAML",
     "ProtoNet",
     "Reptile",
     "conjugate_gradient",

@@ -41,7 +41,7 @@ def require_higher() -> ModuleType:
 
 
 class PatchedForward:
-    """``forward(params, x)`` that runs ``model`` through ``higher.monkeypatch``.
+    """``forward(params, x, *args)`` that runs ``model`` through ``higher.monkeypatch``.
 
     The patched module is built on first use and reused; it never owns the weights (each call
     passes the full parameter list, in ``model.named_parameters()`` order), and it forgets them
@@ -66,14 +66,14 @@ class PatchedForward:
             require_higher().patch.buffer_sync(self.model, self._patched)
         return self._patched
 
-    def __call__(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    def __call__(self, params: Mapping[str, Tensor], x: Tensor, *args: Tensor) -> Tensor:
         patched = self._patched_module()
         try:
             ordered = [params[name] for name, _ in self.model.named_parameters()]
         except KeyError as error:
             raise KeyError(f"parameter {error} missing from the params passed to forward") from None
         try:
-            return patched(x, params=ordered)
+            return patched(x, *args, params=ordered)
         finally:
             # Drop the reference to this call's tensors (higher keeps the latest list in slot 0).
             patched._fast_params = [None]
@@ -112,7 +112,13 @@ def higher_inner_loop(
     grad_enabled = torch.is_grad_enabled()
     with torch.enable_grad():
         # autograd.grad needs tensors that require grad (evaluation passes detached ones).
-        fast = [params[k] if params[k].requires_grad else inner_leaf(params[k]) for k in names]
+        # Aliases, as torch.func's support_gradients takes: an entry computed from another
+        # (Proto-MAML's head from the body's prototypes) then starts the loop as a variable of
+        # its own, and the inner gradient of the other does not run through it.
+        fast = [
+            params[k].view_as(params[k]) if params[k].requires_grad else inner_leaf(params[k])
+            for k in names
+        ]
         # The group holds placeholders: higher only uses them to know the layout.
         placeholders = [torch.zeros((), requires_grad=True) for _ in names]
         template = torch.optim.SGD([{"params": placeholders}], lr=0.0)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalearn._functorch import under_functorch_transform
 from metalearn.algorithms.base import Learner, MetaOutput
 from metalearn.algorithms.inner import Params, checked_loss, functional_forward
 from metalearn.tasks.batch import Split, TaskBatch
@@ -19,7 +20,82 @@ __all__ = ["ProtoNet"]
 PROTOTYPES = "prototypes"
 
 
-class ProtoNet(Learner):
+class TaskClasses(Learner):
+    """A learner whose tasks are N-way classification with labels ``0..n_way-1``: each entry
+    point reads ``n_way`` from the support labels (outside ``vmap``, where a label-dependent
+    count cannot be read) into ``self._task_classes`` before the usual work."""
+
+    n_way: int | None = None
+    _task_classes: int | None = None
+
+    # -- the public surface: each entry point reads the number of classes first ------------
+    def forward(self, batch: TaskBatch) -> MetaOutput:
+        """Meta-loss of a task batch: query cross-entropy, averaged over its tasks."""
+        if not isinstance(batch, TaskBatch):
+            raise TypeError(f"expected a TaskBatch, got {type(batch).__name__}")
+        with self._classes_of(batch.support.y):
+            return super().forward(batch)
+
+    def adapt(self, support: Split, steps: int | None = None) -> Params:
+        """One task's fast weights (:meth:`Learner.adapt`), the class count read first."""
+        with self._classes_of(support.y):
+            return super().adapt(support, steps)
+
+    def evaluate_batch(self, batch: TaskBatch, steps: list[int]) -> dict[str, Tensor]:
+        """Query metrics of every task (:meth:`Learner.evaluate_batch`), the class count read
+        first."""
+        with self._classes_of(batch.support.y):
+            return super().evaluate_batch(batch, steps)
+
+    @contextlib.contextmanager
+    def _classes_of(self, labels: Tensor) -> Iterator[None]:
+        previous = self._task_classes
+        if previous is not None and (torch.compiler.is_compiling() or under_functorch_transform()):
+            # Inside the compiled meta-gradient's trace: the eager call outside read the count.
+            yield
+            return
+        self._task_classes = self._check_labels(labels)
+        try:
+            yield
+        finally:
+            self._task_classes = previous
+
+    def _check_labels(self, labels: Tensor) -> int:
+        # Outside vmap, once per call: under vmap a label-dependent class count cannot be read.
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise TypeError(
+                f"{type(self).__name__} needs integer class labels 0..n_way-1, got dtype "
+                f"{labels.dtype}"
+            )
+        n_way = self.n_way if self.n_way is not None else int(labels.max()) + 1
+        self._check_n_way(n_way)
+        if labels.min() < 0 or labels.max() >= n_way:
+            raise ValueError(f"support labels must lie in 0..{n_way - 1} (n_way={n_way})")
+        counts = (
+            labels.reshape(-1, labels.shape[-1])[..., None]
+            == torch.arange(n_way, device=labels.device)
+        ).sum(-2)
+        if (counts == 0).any():
+            task, label = (counts == 0).nonzero()[0].tolist()
+            raise ValueError(
+                f"task {task} has no support example of class {label}: every class "
+                f"0..{n_way - 1} needs one to have a prototype"
+            )
+        return n_way
+
+    def _check_n_way(self, n_way: int) -> None:
+        """Hook: refuse a class count the learner cannot serve (default: any)."""
+
+
+def class_prototypes(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
+    """The mean embedding of each class ``0..n_way-1``: ``[n_way, embedding_dim]``."""
+    classes = torch.arange(n_way, device=labels.device)
+    # One-hot by comparison: vmap-safe, unlike data-dependent indexing.
+    members = (labels[:, None] == classes).to(embeddings.dtype)  # [examples, n_way]
+    return (members.T @ embeddings) / members.sum(0)[:, None]
+
+
+class ProtoNet(TaskClasses):
     """Classify a query by its distance to each class's mean support embedding; no inner loop.
 
     For each task, the prototype of class ``c`` is the mean embedding of its support examples,
@@ -119,11 +195,7 @@ class ProtoNet(Learner):
                 "ProtoNet needs the number of classes: call the learner, adapt or "
                 "evaluate_batch (they read it from the support labels), or pass n_way"
             )
-        embeddings = self.embed(params, support.x)
-        classes = torch.arange(self._task_classes, device=support.y.device)
-        # One-hot by comparison: vmap-safe, unlike data-dependent indexing.
-        members = (support.y[:, None] == classes).to(embeddings.dtype)  # [k_support, n_way]
-        prototypes = (members.T @ embeddings) / members.sum(0)[:, None]
+        prototypes = class_prototypes(self.embed(params, support.x), support.y, self._task_classes)
         fast = {**params, PROTOTYPES: prototypes}
         return [fast] * (steps + 1) if trajectory else fast
 
@@ -142,54 +214,6 @@ class ProtoNet(Learner):
     def objective(self, params: Params, split: Split) -> Tensor:
         """Cross-entropy of the prototype logits (:meth:`predict`) on ``split``."""
         return checked_loss(self.loss, self.predict(params, split.x), split.y)
-
-    # -- the public surface: each entry point reads the number of classes first ------------
-    def forward(self, batch: TaskBatch) -> MetaOutput:
-        """Meta-loss of a task batch: query cross-entropy, averaged over its tasks."""
-        if not isinstance(batch, TaskBatch):
-            raise TypeError(f"expected a TaskBatch, got {type(batch).__name__}")
-        with self._classes_of(batch.support.y):
-            return super().forward(batch)
-
-    def adapt(self, support: Split, steps: int | None = None) -> Params:
-        """The model's parameters plus ``"prototypes"`` of one task (``steps`` is ignored)."""
-        with self._classes_of(support.y):
-            return super().adapt(support, steps)
-
-    def evaluate_batch(self, batch: TaskBatch, steps: list[int]) -> dict[str, Tensor]:
-        """Query metrics of every task (the same for every entry of ``steps``)."""
-        with self._classes_of(batch.support.y):
-            return super().evaluate_batch(batch, steps)
-
-    @contextlib.contextmanager
-    def _classes_of(self, labels: Tensor) -> Iterator[None]:
-        previous = self._task_classes
-        self._task_classes = self._check_labels(labels)
-        try:
-            yield
-        finally:
-            self._task_classes = previous
-
-    def _check_labels(self, labels: Tensor) -> int:
-        # Outside vmap, once per call: under vmap a label-dependent class count cannot be read.
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(
-                f"ProtoNet needs integer class labels 0..n_way-1, got dtype {labels.dtype}"
-            )
-        n_way = self.n_way if self.n_way is not None else int(labels.max()) + 1
-        if labels.min() < 0 or labels.max() >= n_way:
-            raise ValueError(f"support labels must lie in 0..{n_way - 1} (n_way={n_way})")
-        counts = (
-            labels.reshape(-1, labels.shape[-1])[..., None]
-            == torch.arange(n_way, device=labels.device)
-        ).sum(-2)
-        if (counts == 0).any():
-            task, label = (counts == 0).nonzero()[0].tolist()
-            raise ValueError(
-                f"task {task} has no support example of class {label}: every class "
-                f"0..{n_way - 1} needs one to have a prototype"
-            )
-        return n_way
 
     def extra_repr(self) -> str:
         return f"embedding={self.embedding!r}, n_way={self.n_way}, vectorize={self.vectorize!r}"
