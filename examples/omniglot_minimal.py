@@ -15,7 +15,9 @@ One command per row of the results table (docs/results.md):
 
 ``DATA`` holds ``images_background_small1.zip`` and ``images_background_small2.zip`` (or the
 extracted folders) of the Omniglot release. Learners: maml, fomaml, anil, reptile, metasgd,
-mamlpp, pretrain; baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
+mamlpp, pretrain, protonet, protomaml, imaml (``--lam``: proximal strength) and cavia (the
+context, ``--context-size``, enters Conv-4's third block by FiLM: ``ml.models.FiLMConv4``);
+baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
 Conv-4, randomly initialised, trained on the support set only).
 """
 
@@ -32,7 +34,10 @@ import torch.nn.functional as F
 import metalearn as ml
 from metalearn.training.evaluate import task_seed
 
-LEARNERS = ("maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain")
+LEARNERS = (
+    "maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain",
+    "protonet", "protomaml", "imaml", "cavia",
+)  # fmt: skip
 BASELINES = ("pixel-nn", "scratch")
 PROTOCOLS = ("any-class", "within-alphabet")
 
@@ -62,6 +67,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner-lr", type=float, default=0.4)
     p.add_argument("--first-order", action="store_true", help="MAML without second order")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's meta learning rate")
+    p.add_argument("--lam", type=float, default=1.0, help="imaml: proximal strength")
+    p.add_argument("--context-size", type=int, default=100, help="cavia: context parameters")
     p.add_argument("--augment", action="store_true", help="random affine distortions")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--test-steps", type=int, default=10)
@@ -103,6 +110,18 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
     model = ml.models.Conv4(1, args.ways, hidden=args.hidden, image_size=28)
     common = {"inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
     name = args.learner
+    if name == "protonet":
+        return ml.ProtoNet(model, embedding="body")
+    if name == "protomaml":
+        return ml.ProtoMAML(model, F.cross_entropy, first_order=args.first_order, **common)
+    if name == "imaml":
+        return ml.IMAML(model, F.cross_entropy, lam=args.lam, **common)
+    if name == "cavia":
+        size = args.context_size
+        film = ml.models.FiLMConv4(1, args.ways, args.hidden, 28, context_size=size)
+        return ml.CAVIA(
+            film, F.cross_entropy, first_order=args.first_order, context_size=size, **common
+        )
     if name in ("maml", "scratch"):
         return ml.MAML(model, F.cross_entropy, first_order=args.first_order, **common)
     if name == "fomaml":

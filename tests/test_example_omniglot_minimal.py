@@ -41,3 +41,39 @@ def test_report_table_and_curves(load_example, tmp_path):
     assert table[3] == "| pixel-nn | 5 | 40.0 ± 1.0 | - | - | 2.0 |"
     assert table[4] == "| maml | 20 | 70.0 ± 1.0 | - | 7 | 2.0 |"
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def _fakes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "datasets" / "fewshot_fakes.py"
+    spec = importlib.util.spec_from_file_location("omniglot_fakes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("learner", ["protonet", "protomaml", "imaml", "cavia"])
+def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypatch, learner):
+    # Tiny generated minimal sets (2 train, 2 test alphabets): 2 iterations, 2-way.
+    import functools
+    from pathlib import Path
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    subset = functools.partial(ml.datasets.Omniglot, check_classes=False)
+    monkeypatch.setattr(ml.datasets, "Omniglot", subset)
+    config = Path(__file__).parents[1] / "configs" / "omniglot_minimal" / f"{learner}_5way.yaml"
+    argv = [
+        "--root", str(tmp_path / "data"), "--config", str(config), "--ways", "2",
+        "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
+        "--curve-every", "0", "--test-steps", "1", "--out", str(tmp_path / "out"),
+        "--no-progress", "--context-size", "3", "--queries", "1", "--test-queries", "1",
+    ]  # fmt: skip
+    summary = load_example("omniglot_minimal").main(argv)
+    assert summary["learner"] == learner
+    for protocol in ("any-class", "within-alphabet"):
+        assert 0.0 <= summary["accuracy"][protocol]["mean"] <= 1.0
+    assert (tmp_path / "out" / f"{learner}_2way.json").exists()

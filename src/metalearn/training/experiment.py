@@ -554,7 +554,10 @@ def check_task_fit(config: Config, learner: Learner, sampler: TaskSampler) -> No
     first = next(learner.parameters())
     try:
         with torch.no_grad():
-            out = learner.model(x.to(device=first.device, dtype=first.dtype))
+            # Through the learner: CAVIA's model takes the input and the context together.
+            out = learner.model_forward(
+                learner.params(), x.to(device=first.device, dtype=first.dtype)
+            )
     except (RuntimeError, ValueError) as e:
         raise ConfigError(
             f"model: the {config.model.name} model does not take the {config.data.name} tasks' "
