@@ -101,7 +101,10 @@ class FiLMConv4(Conv4):
     bias. ``forward(x)`` alone uses the zero context.
 
     Args:
-        in_channels, n_classes, hidden, image_size: as for :class:`Conv4`.
+        in_channels: as for :class:`Conv4`.
+        n_classes: as for :class:`Conv4`.
+        hidden: filters per conv layer, and the number of FiLM scales and shifts.
+        image_size: as for :class:`Conv4`.
         context_size: length of the context vector (the paper uses 100 on Mini-ImageNet).
         film_block: which block (1-4) is modulated; 3 as in the paper's Mini-ImageNet model.
 
