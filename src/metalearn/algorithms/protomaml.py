@@ -106,7 +106,8 @@ class ProtoMAML(TaskClasses):
             )
         self.embedding, self.head = embedding, head
         self.weight, self.bias = head + ".weight", head + ".bias"
-        self.adapt_names = sorted({*self.adapt_names, self.weight, self.bias})
+        adapted = {*self.adapt_names, self.weight, self.bias}
+        self.adapt_names = [n for n in self.params() if n in adapted]  # the model's order
         self.max_classes = layer.out_features
         self._embed = functional_forward(modules[embedding], backend)
 
