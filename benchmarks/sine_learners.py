@@ -214,6 +214,10 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch intra-op threads (tiny tensors: 1 is best)"
     )
     parser.add_argument("--no-conv", action="store_true", help="skip the Conv-4 speed table")
+    parser.add_argument(
+        "--learners", help="comma-separated rows of the main table to run (default: all)"
+    )
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -223,6 +227,12 @@ def main() -> None:
     )
     batch = ml.tasks.Sine(10, 10).sample(25, torch.Generator().manual_seed(args.seed))
     factories = learners(args.iterations)
+    if args.learners:
+        wanted = [n.strip() for n in args.learners.split(",")]
+        unknown = sorted(set(wanted) - set(factories))
+        if unknown:
+            parser.error(f"--learners: unknown {unknown}; choose from {sorted(factories)}")
+        factories = {n: factories[n] for n in wanted}
     if args.iterations > 0:
         times = meta_step_times(
             {n: (lambda f=f: f()[0]) for n, f in factories.items()}, args.rounds, batch
@@ -248,8 +258,10 @@ def main() -> None:
                 f"{25 / times[name]:.0f} |",
                 flush=True,
             )
-        for name in NOT_APPLICABLE:
+        for name in NOT_APPLICABLE if not args.learners else ():
             print(f"| {name} | not applicable (classification) | - | - | - | - |")
+    if args.no_speed:
+        return
     for steps in (1, 5):
         times = meta_step_times(speed_factories(steps), args.rounds, batch)
         print(f"\n## meta-step time, MLP 1-40-40-1, 25 tasks, {steps} inner step(s)\n")
