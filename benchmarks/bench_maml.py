@@ -844,9 +844,11 @@ def memory_implementations(workload: Workload, device: torch.device) -> list[str
 
 
 def memory_curve(args: argparse.Namespace, workload: Workload, out: Callable) -> None:
-    """Peak memory of one meta-training step against the meta-batch, for every row.
+    """Peak memory of meta-training against the meta-batch, for every row.
 
-    One fresh process per point, one step (its peak is the step's). A point whose projected
+    One fresh process per point, and every point sees the same number of tasks (32: 32 steps
+    at meta-batch 1, one at 32), so that a heap which settles over its first tasks is measured
+    at its plateau whatever the meta-batch. A point whose projected
     peak (linear in the meta-batch from the last two points measured) exceeds
     ``--memory-limit-mib`` is not run, so that a shared machine is not driven out of memory.
     """
@@ -855,9 +857,10 @@ def memory_curve(args: argparse.Namespace, workload: Workload, out: Callable) ->
     kind = "allocated" if device.type == "cuda" else "peak RSS"
     out(f"\n### Peak memory (MiB, {kind}) vs meta-batch: {workload.title}\n")
     out(
-        "Each cell: the step's peak, and in brackets its growth over the process before the "
-        "step (model, optimizer and the task batch's tensors already allocated). One step, "
-        "one fresh process per cell; '-' = not run (projected over the limit)."
+        "Each cell: the peak over 32 tasks' meta-training (32 steps at meta-batch 1, 8 at 4, "
+        "2 at 16, 1 at 32), and in brackets its growth over the process before the first "
+        "step (model, optimizer and the task batch's tensors already allocated). One fresh "
+        "process per cell; '-' = not run (projected over the limit)."
     )
     header = " | ".join(f"meta-batch {b}" for b in MEMORY_BATCHES)
     out(f"\n| implementation | {header} | peak 32 / peak 1 |")
@@ -873,8 +876,9 @@ def memory_curve(args: argparse.Namespace, workload: Workload, out: Callable) ->
                     cells.append(f"- (~{projected:,.0f})")
                     continue
             result = run_in_child(
-                args, workload.name, name, meta_batch=meta_batch, reps=1, warmup=0
-            )
+                args, workload.name, name, meta_batch=meta_batch,
+                reps=MEMORY_BATCHES[-1] // meta_batch, warmup=0,
+            )  # fmt: skip
             if "skipped" in result:
                 cells = [result["skipped"]] + [""] * (len(MEMORY_BATCHES) - 1)
                 break

@@ -77,3 +77,18 @@ def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypa
     for protocol in ("any-class", "within-alphabet"):
         assert 0.0 <= summary["accuracy"][protocol]["mean"] <= 1.0
     assert (tmp_path / "out" / f"{learner}_2way.json").exists()
+
+
+def _configs():
+    from pathlib import Path
+
+    return sorted((Path(__file__).parents[1] / "configs" / "omniglot_minimal").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", _configs(), ids=lambda p: p.stem)
+def test_every_shipped_config_parses_to_its_values(load_example, config):
+    import yaml
+
+    args = load_example("omniglot_minimal").parse(["--root", "r", "--config", str(config)])
+    for key, value in yaml.safe_load(config.read_text()).items():
+        assert getattr(args, key) == value, key
