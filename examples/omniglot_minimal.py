@@ -196,9 +196,11 @@ def report(folder: Path) -> str:
         for ax, n in zip(axes[0], ways, strict=True):
             for r in (r for r in curves if r["ways"] == n):
                 its = [p["iteration"] for p in r["curve"]]
-                colour = f"C{order[r['learner']]}"  # one colour per learner in every panel
+                # One colour and line style per learner, the same in every panel.
+                i = order[r["learner"]]
+                style = {"color": f"C{i % 10}", "linestyle": "-" if i < 10 else "--"}
                 accuracy = [100 * p["test_accuracy"] for p in r["curve"]]
-                ax.plot(its, accuracy, label=r["learner"], color=colour)
+                ax.plot(its, accuracy, label=r["learner"], **style)
             ax.set(title=f"{n}-way 1-shot, unseen alphabets", xlabel="meta-iteration",
                    ylabel="test accuracy (%)")  # fmt: skip
             ax.axhline(100 / n, color="grey", linestyle=":", label="chance")
