@@ -15,7 +15,9 @@ One command per row of the results table (docs/results.md):
 
 ``DATA`` holds ``images_background_small1.zip`` and ``images_background_small2.zip`` (or the
 extracted folders) of the Omniglot release. Learners: maml, fomaml, anil, reptile, metasgd,
-mamlpp, pretrain, protonet, protomaml, imaml (``--lam``: proximal strength) and cavia (the
+mamlpp, pretrain (Finn et al.'s pooled tasks), pretrain-global (Chen et al. 2019's
+"Baseline": a classifier of all training classes, then a new head fine-tuned on the support
+set), protonet, protomaml, imaml (``--lam``: proximal strength) and cavia (the
 context, ``--context-size``, enters Conv-4's third block by FiLM: ``ml.models.FiLMConv4``);
 baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
 Conv-4, randomly initialised, trained on the support set only).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,7 +39,7 @@ from metalearn.training.evaluate import task_seed
 
 LEARNERS = (
     "maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain",
-    "protonet", "protomaml", "imaml", "cavia",
+    "protonet", "protomaml", "imaml", "cavia", "pretrain-global",
 )  # fmt: skip
 BASELINES = ("pixel-nn", "scratch")
 PROTOCOLS = ("any-class", "within-alphabet")
@@ -135,6 +138,48 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
     if name == "mamlpp":
         return ml.MAMLPlusPlus(model, F.cross_entropy, **common)
     return ml.Pretrain(model, F.cross_entropy, **common)
+
+
+def pretrain_global(
+    args: argparse.Namespace,
+    train: ml.datasets.ImageClasses,
+    callback: Callable[[int, dict[str, float]], None],
+) -> ml.Learner:
+    """Chen et al. (2019)'s "Baseline": a classifier of every training class, then a new head.
+
+    Conv-4 with a head over all of ``train``'s classes (544 for the minimal set with rotations)
+    is trained on their global labels by minibatches of Adam; an iteration sees as many images
+    as a meta-iteration of the episodic learners (``meta_batch * ways * (1 + queries)``). The
+    returned learner has the trained body and a zero ``ways``-way head, and fine-tunes only the
+    head on a test task's support set (``inner_lr``, ``test_steps`` at evaluation).
+    """
+    images = torch.cat([train.images(c) for c in range(train.num_classes)])
+    labels = torch.repeat_interleave(
+        torch.arange(train.num_classes), torch.from_numpy(train.class_sizes)
+    )
+    net = ml.models.Conv4(1, train.num_classes, hidden=args.hidden, image_size=28)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    size = min(len(images), args.meta_batch * args.ways * (1 + args.queries))
+    for iteration in range(args.iterations):
+        rows = torch.randperm(len(images), generator=generator)[:size]
+        logits = net(images[rows])
+        loss = F.cross_entropy(logits, labels[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        accuracy = (logits.argmax(1) == labels[rows]).float().mean().item()
+        try:
+            callback(iteration, {"loss": loss.item(), "accuracy": accuracy})
+        except TimeBudgetSpent:
+            print(f"time budget spent after {iteration + 1} iterations", flush=True)
+            break
+    model = ml.models.Conv4(1, args.ways, hidden=args.hidden, image_size=28)
+    model.body.load_state_dict(net.body.state_dict())
+    model.reset_head()
+    return ml.Pretrain(
+        model, F.cross_entropy, args.inner_lr, args.inner_steps, adapt=["head.weight", "head.bias"]
+    )
 
 
 def pixel_nearest_neighbour(tasks: ml.tasks.FewShot, num_tasks: int) -> ml.Evaluation:
@@ -242,10 +287,13 @@ def main(argv: list[str] | None = None) -> dict:
             probe = next(iter(tests.values()))
             deadline = started + 60 * args.max_minutes if args.max_minutes > 0 else None
 
+            # pretrain-global builds its few-shot head only at the end: no curve to probe.
+            probing = args.curve_every and args.learner != "pretrain-global"
+
             def log(iteration: int, metrics: dict[str, float]) -> None:
                 done = iteration + 1
                 trained["iterations"] = done
-                if args.curve_every and (done % args.curve_every == 0 or done == 1):
+                if probing and (done % args.curve_every == 0 or done == 1):
                     result = ml.evaluate(learner, probe, args.curve_tasks, args.test_steps, seed=1)
                     point = {
                         "iteration": done,
@@ -260,10 +308,13 @@ def main(argv: list[str] | None = None) -> dict:
                     raise TimeBudgetSpent  # after a whole meta-update: the learner is consistent
 
             try:
-                ml.train(
-                    learner, tasks, optimizer, args.iterations, args.meta_batch, seed=args.seed,
-                    progress=not args.no_progress, callback=log,
-                )  # fmt: skip
+                if args.learner == "pretrain-global":
+                    learner = pretrain_global(args, train, log)
+                else:
+                    ml.train(
+                        learner, tasks, optimizer, args.iterations, args.meta_batch,
+                        seed=args.seed, progress=not args.no_progress, callback=log,
+                    )  # fmt: skip
             except TimeBudgetSpent:
                 print(f"time budget spent after {trained['iterations']} iterations", flush=True)
         train_seconds = time.perf_counter() - started

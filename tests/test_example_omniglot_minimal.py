@@ -54,7 +54,7 @@ def _fakes():
     return module
 
 
-@pytest.mark.parametrize("learner", ["protonet", "protomaml", "imaml", "cavia"])
+@pytest.mark.parametrize("learner", ["protonet", "protomaml", "imaml", "cavia", "pretrain-global"])
 def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypatch, learner):
     # Tiny generated minimal sets (2 train, 2 test alphabets): 2 iterations, 2-way.
     import functools
