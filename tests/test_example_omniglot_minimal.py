@@ -92,3 +92,25 @@ def test_every_shipped_config_parses_to_its_values(load_example, config):
     args = load_example("omniglot_minimal").parse(["--root", "r", "--config", str(config)])
     for key, value in yaml.safe_load(config.read_text()).items():
         assert getattr(args, key) == value, key
+
+
+def test_pretrain_global_learns_the_global_classes_then_adapts_only_a_zero_head(load_example):
+    # Four classes of distinct constant images: the global classifier must learn them, and the
+    # few-shot learner it returns carries the trained body, a zero head and adapts the head only.
+    import numpy as np
+
+    import metalearn as ml
+
+    example = load_example("omniglot_minimal")
+    data = np.repeat(np.array([0, 80, 160, 240], dtype=np.uint8), 5)[:, None, None]
+    data = np.ascontiguousarray(np.broadcast_to(data, (20, 28, 28)))
+    train = ml.datasets.ImageClasses.from_labels(data, np.repeat(np.arange(4), 5), list("abcd"))
+    args = example.parse(["--root", "r", "--ways", "2", "--hidden", "4", "--queries", "1",
+                          "--meta-batch", "4", "--iterations", "150", "--lr", "0.03"])  # fmt: skip
+    seen = []
+    learner = example.pretrain_global(args, train, lambda i, m: seen.append(m["accuracy"]))
+    assert len(seen) == 150 and seen[-1] == 1.0 and seen[0] < 1.0
+    assert isinstance(learner, ml.Pretrain)
+    assert learner.model.head.out_features == 2
+    assert not learner.model.head.weight.any() and not learner.model.head.bias.any()
+    assert sorted(learner.adapt_names) == ["head.bias", "head.weight"]
