@@ -114,3 +114,17 @@ def test_pretrain_global_learns_the_global_classes_then_adapts_only_a_zero_head(
     assert learner.model.head.out_features == 2
     assert not learner.model.head.weight.any() and not learner.model.head.bias.any()
     assert sorted(learner.adapt_names) == ["head.bias", "head.weight"]
+
+
+def test_downsample_stride_builds_finns_omniglot_conv4_and_cavia_refuses_it(load_example):
+    import torch
+
+    example = load_example("omniglot_minimal")
+    args = example.parse(["--root", "r", "--ways", "5", "--downsample", "stride"])
+    model = example.build_learner(args).model
+    assert model.downsample == "stride" and model.head.in_features == 64
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert example.build_learner(example.parse(["--root", "r"])).model.downsample == "maxpool"
+    args = example.parse(["--root", "r", "--learner", "cavia", "--downsample", "stride"])
+    with pytest.raises(SystemExit, match="max-pooling only"):
+        example.build_learner(args)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metalearn.models import MLP, BatchNorm, Conv4, convert_batchnorm
+from metalearn.models import MLP, BatchNorm, Conv4, MaxPool2x2, convert_batchnorm
 
 
 def test_mlp_shapes_and_names():
@@ -42,6 +42,44 @@ def test_conv4_rejects_bad_arguments():
         Conv4(3, 0)
     with pytest.raises(ValueError, match="image_size"):
         Conv4(3, 5, image_size=8)
+    with pytest.raises(ValueError, match='downsample must be "maxpool" or "stride"'):
+        Conv4(1, 5, downsample="avg")
+
+
+@pytest.mark.parametrize(("channels", "size"), [(3, 84), (1, 28)])
+def test_strided_conv4_is_finns_omniglot_model(channels, size):
+    net = Conv4(channels, 5, hidden=8, image_size=size, downsample="stride")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 4
+    assert not any(isinstance(m, (torch.nn.MaxPool2d, MaxPool2x2)) for m in net.modules())
+    assert net.head.in_features == 8  # the last map averaged over its positions
+    x = torch.randn(4, channels, size, size)
+    features = net.body[:4](x)
+    assert features.shape == (4, 8, -(-size // 16), -(-size // 16))
+    torch.testing.assert_close(net.body(x), features.mean((2, 3)))
+    assert net(x).shape == (4, 5)
+
+
+def test_strided_conv4_meta_gradient_is_exact():
+    from metalearn import MAML
+    from metalearn.tasks import TaskBatch
+    from metalearn.testing import check_backends_agree, check_loop_matches_vmap, check_meta_gradient
+
+    # 28x28 as on Omniglot: at 16x16 the last block normalises 3 numbers per channel, and the
+    # meta-loss bends too sharply for finite differences (both backends still agree there).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 1, 28, 28, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2]).expand(2, -1)
+    batch = TaskBatch.from_tensors(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
+
+    def make(**options):
+        torch.manual_seed(0)
+        net = Conv4(1, 3, hidden=3, image_size=28, downsample="stride")
+        return MAML(net, F.cross_entropy, inner_lr=0.3, inner_steps=2, **options)
+
+    check_meta_gradient(make, batch, directions=3)
+    check_loop_matches_vmap(make, batch)
+    check_backends_agree(make, batch)
 
 
 def test_batchnorm_matches_torch_batch_statistics():
