@@ -72,7 +72,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's meta learning rate")
     p.add_argument("--lam", type=float, default=1.0, help="imaml: proximal strength")
     p.add_argument("--context-size", type=int, default=100, help="cavia: context parameters")
-    p.add_argument("--augment", action="store_true", help="random affine distortions")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="random affine distortions of the training characters",
+    )
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument(
         "--downsample",

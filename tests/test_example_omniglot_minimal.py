@@ -14,6 +14,9 @@ def test_config_fills_what_the_command_line_does_not_name(load_example, tmp_path
     args = example.parse(["--root", "r", "--config", str(config), "--curve-every", "100"])
     # 100 is the default, but it was given explicitly: it wins over the config's 150.
     assert (args.learner, args.ways, args.iterations, args.curve_every) == ("anil", 20, 50, 100)
+    config.write_text("augment: true\n")
+    assert example.parse(["--root", "r", "--config", str(config)]).augment is True
+    assert example.parse(["--root", "r", "--config", str(config), "--no-augment"]).augment is False
     config.write_text("learner: anil\nwayz: 20\n")
     with pytest.raises(SystemExit):
         example.parse(["--root", "r", "--config", str(config)])
