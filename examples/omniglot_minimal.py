@@ -83,7 +83,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--downsample",
         choices=("maxpool", "stride"),
         default="maxpool",
-        help="Conv-4's max-pooling, or Finn et al.'s strided convolutions (about 3x cheaper)",
+        help="Conv-4's max-pooling, or Finn et al.'s strided convolutions (about 3.5x cheaper)",
     )
     p.add_argument("--test-steps", type=int, default=10)
     p.add_argument("--test-queries", type=int, default=5, help="query images per class at test")

@@ -41,7 +41,7 @@ class Conv4(nn.Module):
     ``downsample="stride"`` is Finn et al.'s Omniglot variant: each block's convolution has
     stride 2 and there is no max-pooling; the last feature map is averaged over its positions,
     so the head sees ``hidden`` features. Its convolutions compute a quarter of the outputs,
-    which makes it about three times cheaper on 28x28 images.
+    which makes a MAML step about 3.5 times cheaper on 28x28 images.
 
     Args:
         in_channels: 3 for MiniImagenet, 1 for Omniglot.
@@ -95,9 +95,7 @@ class Conv4(nn.Module):
             self.head = nn.Linear(hidden, n_classes)
         else:
             self.body = nn.Sequential(*blocks, nn.Flatten())
-            side = image_size
-            for _ in range(4):
-                side //= 2
+            side = image_size // 16  # four 2x2 poolings, each rounding down
             self.head = nn.Linear(hidden * side * side, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
