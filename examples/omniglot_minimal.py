@@ -21,6 +21,10 @@ set), protonet, protomaml, imaml (``--lam``: proximal strength) and cavia (the
 context, ``--context-size``, enters Conv-4's third block by FiLM: ``ml.models.FiLMConv4``);
 baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
 Conv-4, randomly initialised, trained on the support set only).
+
+``--test-ways 20 5`` evaluates one meta-training at several N: a learner meta-trained 20-way
+is tested 5-way with the first 5 units of its output layer (training assigns labels to
+units in random order, so the units are alike). Each N writes its own JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML file of these options (command line wins)")
     p.add_argument("--learner", choices=LEARNERS + BASELINES, default="maml")
     p.add_argument("--ways", type=int, default=20, help="N, for training and testing")
+    p.add_argument(
+        "--test-ways", type=int, nargs="+",
+        help="N of the test tasks (default: --ways); a smaller N keeps the first N output units",
+    )  # fmt: skip
     p.add_argument("--queries", type=int, default=5, help="query images per class in training")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument(
@@ -157,7 +165,40 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
         return ml.MetaSGD(model, F.cross_entropy, **common)
     if name == "mamlpp":
         return ml.MAMLPlusPlus(model, F.cross_entropy, **common)
+    if name == "pretrain-global":
+        return head_only(args, model)
     return ml.Pretrain(model, F.cross_entropy, **common)
+
+
+def head_only(args: argparse.Namespace, model: ml.models.Conv4) -> ml.Pretrain:
+    """The few-shot learner of pretrain-global: fine-tunes only ``model``'s head."""
+    return ml.Pretrain(
+        model, F.cross_entropy, args.inner_lr, args.inner_steps, adapt=["head.weight", "head.bias"]
+    )
+
+
+def narrowed(learner: ml.Learner, args: argparse.Namespace, ways: int) -> ml.Learner:
+    """The trained learner for ``ways``-way tasks (``ways <= args.ways``): the first ``ways``
+    output units of its head, and of whatever else is shaped like the head (Meta-SGD's rates).
+
+    Meta-training gives a task's classes the labels ``0..N-1`` in a fresh random order, so the
+    N output units are trained alike and any ``ways`` of them make a ``ways``-way classifier
+    (Snell et al. 2017 found training with more ways than testing helps prototypical networks).
+    """
+    if ways == args.ways:
+        return learner
+    if ways > args.ways:
+        raise SystemExit(f"--test-ways {ways}: cannot test more ways than --ways {args.ways}")
+    small = build_learner(argparse.Namespace(**{**vars(args), "ways": ways}))
+    state = learner.state_dict()
+    for name, target in small.state_dict().items():
+        value = state[name]
+        if isinstance(value, torch.Tensor) and value.shape != target.shape:
+            if value.shape[1:] != target.shape[1:] or value.shape[0] != args.ways:
+                raise SystemExit(f"{name}: cannot narrow {tuple(value.shape)} to {ways} ways")
+            state[name] = value[:ways]
+    small.load_state_dict(state)
+    return small
 
 
 def pretrain_global(
@@ -197,9 +238,7 @@ def pretrain_global(
     model = conv4(args, args.ways)
     model.body.load_state_dict(net.body.state_dict())
     model.reset_head()
-    return ml.Pretrain(
-        model, F.cross_entropy, args.inner_lr, args.inner_steps, adapt=["head.weight", "head.bias"]
-    )
+    return head_only(args, model)
 
 
 def pixel_nearest_neighbour(tasks: ml.tasks.FewShot, num_tasks: int) -> ml.Evaluation:
@@ -233,7 +272,7 @@ def report(folder: Path) -> str:
     if not results:
         raise SystemExit(f"no results (*.json) in {folder}")
     order = {name: i for i, name in enumerate(LEARNERS + BASELINES)}
-    results.sort(key=lambda r: (r["ways"], order[r["learner"]]))
+    results.sort(key=lambda r: (r["ways"], order[r["learner"]], r.get("train_ways", r["ways"])))
     lines = [
         "| learner | N-way | any-class | within-alphabet | iterations | wall time (min) |",
         "|---|---|---|---|---|---|",
@@ -244,9 +283,12 @@ def report(folder: Path) -> str:
             a = r["accuracy"].get(protocol)
             cells.append(f"{100 * a['mean']:.1f} ± {100 * a['ci95']:.1f}" if a else "-")
         trained = r["learner"] not in BASELINES
+        name = r["learner"]
+        if trained and r.get("train_ways", r["ways"]) != r["ways"]:
+            name += f" (meta-trained {r['train_ways']}-way)"
         iterations = r.get("iterations_done") or r["options"]["iterations"] if trained else "-"
         lines.append(
-            f"| {r['learner']} | {r['ways']} | {cells[0]} | {cells[1]} | {iterations} | "
+            f"| {name} | {r['ways']} | {cells[0]} | {cells[1]} | {iterations} | "
             f"{r['seconds'] / 60:.1f} |"
         )
     curves = [r for r in results if r["curve"]]
@@ -276,6 +318,7 @@ def report(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run one row (or print the report); returns the summary of the first ``--test-ways``."""
     args = parse(argv)
     if args.report:
         print(report(Path(args.report)))
@@ -285,17 +328,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.learner}_{args.ways}way"
-    tests = test_samplers(args.root, args.ways, args.test_queries, args.protocols)
+    test_ways = args.test_ways or [args.ways]
     started = time.perf_counter()
     curve: list[dict] = []
     trained = {"iterations": 0}
-    results: dict[str, tuple[float, float]] = {}
-    if args.learner == "pixel-nn":
-        for name, sampler in tests.items():
-            results[name] = pixel_nearest_neighbour(sampler, args.test_tasks).summary("accuracy")
-        train_seconds = 0.0
-    else:
+    train_seconds = 0.0
+    if args.learner != "pixel-nn":
         learner = build_learner(args)
         if args.learner != "scratch":
             train = ml.datasets.Omniglot(args.root, "train", "minimal")
@@ -304,7 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
                 train, args.ways, 1, args.queries, augment=augment if args.augment else None
             )
             optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
-            probe = next(iter(tests.values()))
+            # Probe tasks have the training N, so the curve needs no narrowing.
+            probe = test_samplers(args.root, args.ways, args.test_queries, args.protocols[:1])
+            probe = next(iter(probe.values()))
             deadline = started + 60 * args.max_minutes if args.max_minutes > 0 else None
 
             # pretrain-global builds its few-shot head only at the end: no curve to probe.
@@ -337,31 +377,43 @@ def main(argv: list[str] | None = None) -> dict:
                     )  # fmt: skip
             except TimeBudgetSpent:
                 print(f"time budget spent after {trained['iterations']} iterations", flush=True)
-        train_seconds = time.perf_counter() - started
+            train_seconds = time.perf_counter() - started
+    summaries = []
+    for ways in test_ways:
+        results: dict[str, tuple[float, float]] = {}
+        tests = test_samplers(args.root, ways, args.test_queries, args.protocols)
         for name, sampler in tests.items():
-            result = ml.evaluate(learner, sampler, args.test_tasks, args.test_steps)
+            if args.learner == "pixel-nn":
+                result = pixel_nearest_neighbour(sampler, args.test_tasks)
+            else:
+                model = narrowed(learner, args, ways)
+                result = ml.evaluate(model, sampler, args.test_tasks, args.test_steps)
             results[name] = result.summary("accuracy")
-    seconds = time.perf_counter() - started
-    summary = {
-        "learner": args.learner,
-        "ways": args.ways,
-        "options": {k: v for k, v in vars(args).items() if k not in ("root", "out")},
-        "accuracy": {k: {"mean": m, "ci95": c} for k, (m, c) in results.items()},
-        "iterations_done": trained["iterations"],
-        "train_seconds": train_seconds,
-        "seconds": seconds,
-        "threads": torch.get_num_threads(),
-        "curve": curve,
-    }
-    (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
-    steps = "" if args.learner == "pixel-nn" else f", {args.test_steps} steps"
-    for name, (mean, ci) in results.items():
-        print(
-            f"{args.learner} {args.ways}-way 1-shot {name}: {100 * mean:.1f} ± {100 * ci:.1f}% "
-            f"({args.test_tasks} tasks{steps})"
-        )
+        seconds = time.perf_counter() - started
+        summary = {
+            "learner": args.learner,
+            "ways": ways,
+            "train_ways": args.ways,
+            "options": {k: v for k, v in vars(args).items() if k not in ("root", "out")},
+            "accuracy": {k: {"mean": m, "ci95": c} for k, (m, c) in results.items()},
+            "iterations_done": trained["iterations"],
+            "train_seconds": train_seconds,
+            "seconds": seconds,
+            "threads": torch.get_num_threads(),
+            "curve": curve if ways == args.ways else [],
+        }
+        tag = f"{args.learner}_{args.ways}way" + ("" if ways == args.ways else f"_test{ways}way")
+        (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
+        steps = "" if args.learner == "pixel-nn" else f", {args.test_steps} steps"
+        trained_on = "" if ways == args.ways else f" (meta-trained {args.ways}-way)"
+        for name, (mean, ci) in results.items():
+            print(
+                f"{args.learner}{trained_on} {ways}-way 1-shot {name}: {100 * mean:.1f} ± "
+                f"{100 * ci:.1f}% ({args.test_tasks} tasks{steps})"
+            )
+        summaries.append(summary)
     print(f"wall time {seconds / 60:.1f} min ({torch.get_num_threads()} threads) -> {out}")
-    return summary
+    return summaries[0]
 
 
 if __name__ == "__main__":

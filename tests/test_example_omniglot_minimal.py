@@ -131,3 +131,53 @@ def test_downsample_stride_builds_finns_omniglot_conv4_and_cavia_refuses_it(load
     args = example.parse(["--root", "r", "--learner", "cavia", "--downsample", "stride"])
     with pytest.raises(SystemExit, match="max-pooling only"):
         example.build_learner(args)
+
+
+@pytest.mark.parametrize("learner", ["maml", "metasgd", "mamlpp", "pretrain-global"])
+def test_narrowed_learner_keeps_the_first_output_units_of_the_trained_one(load_example, learner):
+    import torch
+
+    example = load_example("omniglot_minimal")
+    args = example.parse(["--root", "r", "--learner", learner, "--ways", "5", "--hidden", "4"])
+    trained = example.build_learner(args)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_()  # no zero head: every unit differs
+    small = example.narrowed(trained, args, 3)
+    assert small.model.head.out_features == 3
+    x = torch.randn(6, 1, 28, 28)
+    torch.testing.assert_close(small.model(x), trained.model(x)[:, :3])
+    if learner == "metasgd":
+        for name, rate in small.update.rates.items():
+            torch.testing.assert_close(rate, trained.update.rates[name][: rate.shape[0]])
+    if learner == "pretrain-global":
+        assert sorted(small.adapt_names) == ["head.bias", "head.weight"]
+    assert example.narrowed(trained, args, 5) is trained
+    with pytest.raises(SystemExit, match="cannot test more ways"):
+        example.narrowed(trained, args, 6)
+
+
+def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, monkeypatch):
+    import functools
+    import json
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    monkeypatch.setattr(
+        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
+    )
+    example = load_example("omniglot_minimal")
+    argv = [
+        "--root", str(tmp_path / "data"), "--ways", "3", "--test-ways", "3", "2",
+        "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
+        "--curve-every", "1", "--curve-tasks", "2", "--test-steps", "1", "--queries", "1",
+        "--test-queries", "1", "--out", str(tmp_path / "out"), "--no-progress",
+    ]  # fmt: skip
+    summary = example.main(argv)
+    assert summary["ways"] == summary["train_ways"] == 3 and summary["curve"]
+    other = json.loads((tmp_path / "out" / "maml_3way_test2way.json").read_text())
+    assert other["ways"] == 2 and other["train_ways"] == 3 and other["curve"] == []
+    assert other["iterations_done"] == summary["iterations_done"] == 2
+    table = example.report(tmp_path / "out")
+    assert "| maml (meta-trained 3-way) | 2 |" in table and "| maml | 3 |" in table
