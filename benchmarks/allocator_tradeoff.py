@@ -9,7 +9,9 @@ memory the process's peak RSS. Settings:
 - ``default``: glibc as it comes (blocks over 32 MiB are mmapped and page-faulted in anew);
 - ``tuned``: ``ml.tune_cpu_allocator()`` (no mmap, no trim: freed memory is reused), what the
   ``Trainer`` applies on CPU;
-- ``mmap32``: mmap only for blocks of 32 MiB or more (glibc's largest threshold), no trim.
+- ``mmap32``: mmap only for blocks of 32 MiB or more (glibc's largest threshold), no trim;
+- ``tuned+trim``: ``tuned``, and ``malloc_trim(0)`` after every meta-step (is the extra memory
+  of ``tuned`` left over between steps, or taken within one?).
 
 Run: ``python benchmarks/allocator_tradeoff.py [--meta-batch 4] [--steps 5]``
 """
@@ -26,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-SETTINGS = ("default", "tuned", "mmap32")
+SETTINGS = ("default", "tuned", "mmap32", "tuned+trim")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
@@ -38,10 +40,10 @@ def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
     import metalearn as ml
 
     torch.set_num_threads(1)
-    if setting == "tuned":
+    libc = ctypes.CDLL(None)
+    if setting.startswith("tuned"):
         ml.tune_cpu_allocator()
     elif setting == "mmap32":
-        libc = ctypes.CDLL(None)
         libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     workload = replace(bench.WORKLOADS["miniimagenet"], meta_batch=meta_batch)
@@ -53,6 +55,8 @@ def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
     for _ in range(steps + 1):  # the first step warms up
         start = time.process_time()
         implementation.step(batch)
+        if setting == "tuned+trim":
+            libc.malloc_trim(0)
         times.append(time.process_time() - start)
     return {"cpu_s": statistics.median(times[1:]), "peak_mib": bench.peak_rss_mib()}
 
