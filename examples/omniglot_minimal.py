@@ -24,7 +24,8 @@ Conv-4, randomly initialised, trained on the support set only).
 
 ``--test-ways 20 5`` evaluates one meta-training at several N: a learner meta-trained 20-way
 is tested 5-way with the first 5 units of its output layer (training assigns labels to
-units in random order, so the units are alike). Each N writes its own JSON.
+units in random order, so the units are alike). Each N writes its own JSON; a meta-trained
+learner's ``state_dict`` is saved beside it (``maml_20way.pt``).
 """
 
 from __future__ import annotations
@@ -378,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
             except TimeBudgetSpent:
                 print(f"time budget spent after {trained['iterations']} iterations", flush=True)
             train_seconds = time.perf_counter() - started
+            # The meta-trained learner, to evaluate again or adapt to new characters.
+            torch.save(learner.state_dict(), out / f"{args.learner}_{args.ways}way.pt")
     summaries = []
     for ways in test_ways:
         results: dict[str, tuple[float, float]] = {}

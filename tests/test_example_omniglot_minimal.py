@@ -161,6 +161,8 @@ def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, m
     import functools
     import json
 
+    import torch
+
     import metalearn as ml
 
     _fakes().write_omniglot_minimal(tmp_path / "data")
@@ -179,5 +181,7 @@ def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, m
     other = json.loads((tmp_path / "out" / "maml_3way_test2way.json").read_text())
     assert other["ways"] == 2 and other["train_ways"] == 3 and other["curve"] == []
     assert other["iterations_done"] == summary["iterations_done"] == 2
+    state = torch.load(tmp_path / "out" / "maml_3way.pt")
+    assert state["model.head.weight"].shape[0] == 3
     table = example.report(tmp_path / "out")
     assert "| maml (meta-trained 3-way) | 2 |" in table and "| maml | 3 |" in table
