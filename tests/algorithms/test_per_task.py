@@ -214,34 +214,72 @@ def test_autocast(dtype):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_vmap_meta_gradient_in_the_forward_equals_the_whole_graphs(float64, name):
-    in_forward, batch = build(name, "mlp", vectorize="vmap")
-    whole, _ = build(name, "mlp", vectorize="vmap")
-    whole.per_task_gradients = False
-    assert in_forward._wants_per_task(batch) and in_forward.use_vmap(batch)
-    loss, gradient = meta_gradient(in_forward, batch)
-    loss_whole, gradient_whole = meta_gradient(whole, batch)
-    assert loss.item() == loss_whole.item()
-    assert relative_error(gradient, gradient_whole) < 1e-13
+def test_vmap_keeps_the_whole_graph_with_the_looped_paths_gradient(float64, name):
+    # Under vmap the batch is one computation: the whole graph (differentiable again), and the
+    # meta-gradient of the per-task looped path.
+    vmapped, batch = build(name, "mlp", vectorize="vmap")
+    looped, _ = build(name, "mlp", vectorize="loop")
+    assert vmapped.use_vmap(batch) and not vmapped._wants_per_task(batch)
+    assert looped._wants_per_task(batch)
+    loss, gradient = meta_gradient(vmapped, batch)
+    loss_looped, gradient_looped = meta_gradient(looped, batch)
+    assert loss.item() == pytest.approx(loss_looped.item(), rel=1e-13)
+    assert relative_error(gradient, gradient_looped) < 1e-12
+    params = [p for p in vmapped.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(vmapped(batch).loss, params, create_graph=True, allow_unused=True)
+    assert any(g is not None and g.requires_grad for g in grads)
 
 
-def test_small_problems_take_their_meta_gradient_on_one_thread():
-    learner, batch = build("MAML", "mlp")
+@pytest.mark.parametrize("vectorize", ["vmap", "loop"])
+def test_small_problems_run_forward_and_backward_on_one_thread(vectorize):
+    learner, batch = build("MAML", "mlp", vectorize=vectorize)
     conv, conv_batch = build("MAML", "conv")
     assert learner._meta_gradient_threads(batch) == 1
     assert conv._meta_gradient_threads(conv_batch) is None  # convolutions: torch's setting
-    seen = []
-    learner.loss = lambda p, y: (seen.append(torch.get_num_threads()), F.mse_loss(p, y))[1]
+    forward, backward = [], []
+    learner.loss = lambda p, y: (forward.append(torch.get_num_threads()), F.mse_loss(p, y))[1]
+    hook = learner.model.head.weight.register_hook(
+        lambda g: backward.append(torch.get_num_threads())
+    )
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        learner(batch).loss.backward()
-        assert torch.get_num_threads() == 2 and set(seen) == {1}
+        out = learner(batch)
+        assert torch.get_num_threads() == 2 and set(forward) == {1}
+        out.loss.backward()
+        # The parameter's hook runs in backward() on the looped path too (per-task gradients
+        # reach the parameters there through one node), on one thread under vmap.
+        assert torch.get_num_threads() == 2 and len(backward) == 1
+        if vectorize == "vmap":
+            assert backward == [1]
+            torch.autograd.grad(learner(batch).loss, list(learner.parameters()))
+            assert torch.get_num_threads() == 2 and backward == [1, 1]
         learner.cpu_threads = 2
         assert learner._meta_gradient_threads(batch) == 2
         learner.cpu_threads = 0
         with pytest.raises(ValueError, match="cpu_threads"):
             learner(batch)
+    finally:
+        hook.remove()
+        torch.set_num_threads(old)
+
+
+def test_a_backward_that_raises_leaves_the_threads_to_the_next_meta_loss():
+    learner, batch = build("MAML", "mlp", vectorize="vmap")
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+
+        def fail(grad: torch.Tensor) -> None:
+            raise RuntimeError("hook failed")
+
+        hook = learner.model.head.weight.register_hook(fail)
+        with pytest.raises(RuntimeError, match="hook failed"):
+            learner(batch).loss.backward()
+        hook.remove()
+        assert torch.get_num_threads() == 1  # the engine skipped the restoring callback
+        learner(batch).loss.backward()
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
 

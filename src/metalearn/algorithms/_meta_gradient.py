@@ -29,7 +29,12 @@ from torch.nn.utils.stateless import _reparametrize_module
 from metalearn.algorithms._inner_leaves import is_inner_leaf
 from metalearn.algorithms.inner import map_tasks
 
-__all__ = ["PrecomputedGradient", "intra_op_threads", "per_task_meta_loss"]
+__all__ = [
+    "PrecomputedGradient",
+    "backward_on_threads",
+    "intra_op_threads",
+    "per_task_meta_loss",
+]
 
 _TWICE = (
     "this meta-loss was differentiated per task in the forward (the learner's per-task "
@@ -73,20 +78,16 @@ def _scaled(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
     return (None, None, None, *(None if g is None else grad_output * g for g in grads))
 
 
-def per_task_meta_loss(
-    learner: Any, batch: Any, vectorize: bool
-) -> tuple[Tensor, dict[str, Tensor]] | None:
+def per_task_meta_loss(learner: Any, batch: Any) -> tuple[Tensor, dict[str, Tensor]] | None:
     """The learner's meta-loss (mean over tasks) with its meta-gradient finished in the forward.
 
-    Looped (``vectorize=False``), each task's meta-gradient is taken before the next task
-    runs, so only one task's graph is alive at a time; vectorised, the batch is one ``vmap``
-    computation and its meta-gradient is taken at once. Returns ``(loss, metrics)`` as
-    ``Learner._meta_loss`` does, the same numbers (looped, gradients to float rounding: the
-    tasks' gradients are summed in task order rather than in autograd's). Returns ``None``
-    when the meta-loss also depends on a tensor that requires grad but is not one of the
-    learner's parameters (a learnable loss weight captured by the loss function, or a tensor
-    computed from the parameters before the call): its gradient can only come from the whole
-    graph, which the caller then builds as before.
+    Each task's meta-gradient is taken before the next task runs, so only one task's graph is
+    alive at a time. Returns ``(loss, metrics)`` as ``Learner._meta_loss`` does, the same
+    numbers (gradients to float rounding: the tasks' gradients are summed in task order rather
+    than in autograd's). Returns ``None`` when the meta-loss also depends on a tensor that
+    requires grad but is not one of the learner's parameters (a learnable loss weight captured
+    by the loss function, or a tensor computed from the parameters before the call): its
+    gradient can only come from the whole graph, which the caller then builds as before.
     """
     named = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
     stand_ins = {n: p.detach().requires_grad_() for n, p in named}
@@ -97,7 +98,7 @@ def per_task_meta_loss(
     rows: list[dict[str, Tensor]] = []
     with _reparametrize_module(learner, stand_ins):
         params = learner.params()
-        for objective, seed, loss, metrics in _parts(learner, params, batch, vectorize):
+        for objective, seed, loss, metrics in _parts(learner, params, batch):
             if objective.requires_grad:
                 if _reaches_foreign_leaf(objective, own):
                     return None
@@ -121,17 +122,9 @@ def per_task_meta_loss(
     return loss, metrics
 
 
-def _parts(learner: Any, params: dict, batch: Any, vectorize: bool) -> Iterator[tuple]:
-    """``(objective, seed, detached losses [k], metrics {name: [k]})`` per part of the batch:
-    the whole batch under ``vmap``, else one task at a time; ``seed`` is d(mean)/d(objective),
-    what the mean's backward would hand the objective."""
-    if vectorize:
-        losses, metrics = map_tasks(
-            lambda s, q: learner.task_loss(params, s, q), batch, vectorize=True
-        )
-        mean = losses.mean()
-        yield mean, torch.ones_like(mean), losses.detach(), _detached(metrics)
-        return
+def _parts(learner: Any, params: dict, batch: Any) -> Iterator[tuple]:
+    """``(objective, seed, detached loss [1], metrics {name: [1]})`` per task of the batch;
+    ``seed`` is d(mean)/d(objective), what the mean's backward would hand the objective."""
     for task in batch:
         loss, metrics = learner.task_loss(params, task.support, task.query)
         seed = torch.ones_like(loss) / batch.num_tasks
@@ -181,8 +174,12 @@ def warn_foreign(learner: Any) -> None:
 @contextlib.contextmanager
 def intra_op_threads(count: int | None) -> Iterator[None]:
     """Run the block on ``count`` torch intra-op threads (``None``: unchanged), then restore."""
+    if count is None:
+        yield
+        return
+    restore_interrupted_threads()
     old = torch.get_num_threads()
-    if count is None or count == old:
+    if count == old:
         yield
         return
     torch.set_num_threads(count)
@@ -190,3 +187,42 @@ def intra_op_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# Thread counts to restore, pushed when a backward switches and popped when it ends; left
+# here by a backward that raised (the engine then skips its queued callbacks).
+_switched: list[int] = []
+
+
+def backward_on_threads(loss: Tensor, count: int) -> None:
+    """Make every backward through ``loss`` run on ``count`` intra-op threads, then restore.
+
+    A pre-hook on ``loss``'s node switches the thread count when the engine reaches it (for
+    ``loss.backward()``, first) and queues an engine callback that restores the caller's count
+    when that backward ends, however it was started (``backward()``, ``torch.autograd.grad``,
+    ``retain_graph`` and again). A backward that raises ends without its callbacks; the next
+    :func:`intra_op_threads` (every meta-loss) restores the count then.
+    """
+
+    def switch(grad_outputs: tuple[Tensor | None, ...]) -> None:
+        old = torch.get_num_threads()
+        if old == count:
+            return
+        torch.set_num_threads(count)
+        _switched.append(old)
+        torch.autograd.Variable._execution_engine.queue_callback(_restore_one)
+
+    if loss.grad_fn is not None:
+        loss.grad_fn.register_prehook(switch)
+
+
+def _restore_one() -> None:
+    if _switched:
+        torch.set_num_threads(_switched.pop())
+
+
+def restore_interrupted_threads() -> None:
+    """Restore the thread count an interrupted :func:`backward_on_threads` left switched."""
+    if _switched:
+        torch.set_num_threads(_switched[0])
+        _switched.clear()

@@ -81,27 +81,28 @@ class Learner(nn.Module):
     :meth:`predict`, :meth:`query_loss`, :meth:`task_loss`, :meth:`inner` and
     :meth:`evaluate_batch`. :meth:`model_forward` is the model as a function of its parameters.
 
-    A training call (gradients enabled) takes the meta-gradient in the forward: in a loop
-    over tasks (the CPU default for conv models, and ``vectorize="loop"``) each task's
+    A training call (gradients enabled) in a loop over tasks (the CPU default for conv
+    models, and ``vectorize="loop"``) takes the meta-gradient in the forward: each task's
     meta-gradient is finished before the next task starts, so memory is one task's graph
-    whatever the meta-batch; under ``vmap`` the batch is one computation and its gradient is
-    taken at once. ``out.loss.backward()`` then hands the result to the parameters through
-    one autograd node. The gradients are those of the whole graph (to float rounding, tested
-    for every learner); ``.grad``, parameter hooks, gradient clipping,
+    whatever the meta-batch, and ``out.loss.backward()`` hands the summed result to the
+    parameters through one autograd node. The gradients are those of the whole graph (to float
+    rounding, tested for every learner); ``.grad``, parameter hooks, gradient clipping,
     ``torch.autograd.grad(out.loss, ...)``, AMP and distributed gradient averaging work as
     before. Differences: ``out.loss`` cannot be differentiated twice (``create_graph=True``
     raises); float16 autocast, and a meta-loss that depends on a tensor that requires grad
     outside the learner (a learnable loss weight captured by the loss function; a warning says
-    so), keep the whole graph as before. On CPU, a small problem (no convolution, parameters
-    x examples of the batch up to 4M, e.g. the sine MLP) takes its meta-gradient on one
-    intra-op thread, restored afterwards: thread hand-offs cost more than such work.
+    so), keep the whole graph as before. Under ``vmap`` the batch is one computation whatever
+    the meta-batch, and the whole graph is kept for ``backward()``. On CPU, a small problem (no
+    convolution, parameters x examples of the batch up to 4M, e.g. the sine MLP) runs its
+    meta-loss and its backward on one intra-op thread, restored afterwards: thread hand-offs
+    cost more than such work.
 
     Attributes:
-        per_task_gradients: take the meta-gradient in the forward as above (default
-            ``True``); ``False`` keeps every task's graph until ``backward()`` (memory grows
-            with the meta-batch; needed to differentiate the meta-loss twice).
-        cpu_threads: intra-op threads for that meta-gradient on CPU: ``"auto"`` (default:
-            one for small problems, else torch's setting) or a number.
+        per_task_gradients: on the looped path, take the meta-gradient in the forward as
+            above (default ``True``); ``False`` keeps every task's graph until ``backward()``
+            (memory grows with the meta-batch; needed to differentiate the meta-loss twice).
+        cpu_threads: intra-op threads for the meta-loss and its backward on CPU: ``"auto"``
+            (default: one for small problems, else torch's setting) or a number.
 
     Args:
         model: the network; its parameters are the meta-parameters phi. Plain
@@ -319,34 +320,43 @@ class Learner(nn.Module):
         return self._meta_loss(batch)
 
     def _meta_loss(self, batch: TaskBatch) -> MetaOutput:
-        if self._wants_per_task(batch):
-            from metalearn.algorithms._meta_gradient import (
-                intra_op_threads,
-                per_task_meta_loss,
-                warn_foreign,
-            )
-
-            with intra_op_threads(self._meta_gradient_threads(batch)):
-                done = per_task_meta_loss(self, batch, self.use_vmap(batch))
-            if done is not None:
-                return MetaOutput(*done)
-            # The meta-loss reaches a tensor outside the learner: remember it for these
-            # settings (probing costs a task) and build the whole graph instead.
-            self._foreign_inputs = self._connectivity_key()
-            warn_foreign(self)
-        params = self.params()
-        losses, metrics = map_tasks(
-            lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
+        from metalearn.algorithms._meta_gradient import (
+            backward_on_threads,
+            intra_op_threads,
+            per_task_meta_loss,
+            warn_foreign,
         )
-        return MetaOutput(losses.mean(), {k: v.mean() for k, v in metrics.items()})
+
+        # Inside a torch.func transform (the compiled trace) the caller owns the threads.
+        threads = None if under_functorch_transform() else self._meta_gradient_threads(batch)
+        with intra_op_threads(threads):
+            if self._wants_per_task(batch):
+                done = per_task_meta_loss(self, batch)
+                if done is not None:
+                    return MetaOutput(*done)
+                # The meta-loss reaches a tensor outside the learner: remember it for these
+                # settings (probing costs a task) and build the whole graph instead.
+                self._foreign_inputs = self._connectivity_key()
+                warn_foreign(self)
+            params = self.params()
+            losses, metrics = map_tasks(
+                lambda s, q: self.task_loss(params, s, q), batch, self.use_vmap(batch)
+            )
+            loss = losses.mean()
+        if threads is not None and loss.requires_grad:
+            backward_on_threads(loss, threads)  # the whole graph's backward on those threads
+        return MetaOutput(loss, {k: v.mean() for k, v in metrics.items()})
 
     def _wants_per_task(self, batch: TaskBatch) -> bool:
-        # The meta-gradient is taken in the forward of a training call: per task on the
-        # looped path, for the whole batch under vmap. Inside a torch.func transform (the
-        # compiled function's trace) the transform takes the gradient; without gradients there
-        # is none to take. Float16 autocast keeps the whole graph: its loss scale, known only
-        # at backward(), must reach the half-precision backward of every task.
+        # The meta-gradient is taken in the forward of a training call, per task, on the
+        # looped path. Under vmap the batch is one computation whatever the meta-batch: the
+        # whole graph is the same memory and one backward less. Inside a torch.func transform
+        # (the compiled function's trace) the transform takes the gradient; without gradients
+        # there is none to take. Float16 autocast keeps the whole graph: its loss scale, known
+        # only at backward(), must reach the half-precision backward of every task.
         if not self.per_task_gradients or not torch.is_grad_enabled():
+            return False
+        if self.use_vmap(batch):
             return False
         if under_functorch_transform():
             return False
@@ -358,9 +368,9 @@ class Learner(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
     def _meta_gradient_threads(self, batch: TaskBatch) -> int | None:
-        # Intra-op threads for the meta-gradient (None: torch's setting). Tiny tensors (the
-        # sine MLP) run faster on one thread: thread hand-offs cost more than the work, and
-        # on a busy machine a second thread that is descheduled stalls every op.
+        # Intra-op threads for the meta-loss and its backward (None: torch's setting). Tiny
+        # tensors (the sine MLP) run faster on one thread: thread hand-offs cost more than the
+        # work, and on a busy machine a second thread that is descheduled stalls every op.
         if self.cpu_threads != "auto":
             return check_int("cpu_threads", self.cpu_threads, 1)
         if batch.support.x.device.type != "cpu" or _has_conv(self.model):
