@@ -27,7 +27,6 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.stateless import _reparametrize_module
 
 from metalearn.algorithms._inner_leaves import is_inner_leaf
-from metalearn.algorithms.inner import map_tasks
 
 __all__ = [
     "PrecomputedGradient",
