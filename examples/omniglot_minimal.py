@@ -385,11 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
     for ways in test_ways:
         results: dict[str, tuple[float, float]] = {}
         tests = test_samplers(args.root, ways, args.test_queries, args.protocols)
+        model = None if args.learner == "pixel-nn" else narrowed(learner, args, ways)
         for name, sampler in tests.items():
-            if args.learner == "pixel-nn":
+            if model is None:
                 result = pixel_nearest_neighbour(sampler, args.test_tasks)
             else:
-                model = narrowed(learner, args, ways)
                 result = ml.evaluate(model, sampler, args.test_tasks, args.test_steps)
             results[name] = result.summary("accuracy")
         seconds = time.perf_counter() - started
