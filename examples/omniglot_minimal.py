@@ -25,7 +25,10 @@ Conv-4, randomly initialised, trained on the support set only).
 ``--test-ways 20 5`` evaluates one meta-training at several N: a learner meta-trained 20-way
 is tested 5-way with the first 5 units of its output layer (training assigns labels to
 units in random order, so the units are alike). Each N writes its own JSON; a meta-trained
-learner's ``state_dict`` is saved beside it (``maml_20way.pt``).
+learner's ``state_dict`` is saved beside it (``maml_20way.pt``). ``--load maml_20way.pt``
+evaluates that learner again without meta-training, e.g. with ``--test-support-copies 4``:
+each test task's support set also holds 4 distorted copies of every drawing
+(``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ LEARNERS = (
 )  # fmt: skip
 BASELINES = ("pixel-nn", "scratch")
 PROTOCOLS = ("any-class", "within-alphabet")
+
+
+def distortions() -> ml.tasks.RandomAffine:
+    """The small affine distortions of ``--augment`` (and of ``--test-support-copies``)."""
+    return ml.tasks.RandomAffine(degrees=10, scale=0.1, translate=0.1)
 
 
 class TimeBudgetSpent(Exception):
@@ -95,6 +103,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="Conv-4's max-pooling, or Finn et al.'s strided convolutions (about 3.5x cheaper)",
     )
     p.add_argument("--test-steps", type=int, default=10)
+    p.add_argument(
+        "--test-support-copies", type=int, default=0, metavar="M",
+        help="add M distorted copies of each support drawing at test (same tasks otherwise)",
+    )  # fmt: skip
+    p.add_argument(
+        "--load", metavar="FILE",
+        help="no meta-training: evaluate the state_dict an earlier run saved (its options)",
+    )  # fmt: skip
     p.add_argument("--test-queries", type=int, default=5, help="query images per class at test")
     p.add_argument("--test-tasks", type=int, default=600)
     p.add_argument(
@@ -260,11 +276,63 @@ def pixel_nearest_neighbour(tasks: ml.tasks.FewShot, num_tasks: int) -> ml.Evalu
 
 
 def test_samplers(
-    root: str, ways: int, queries: int, protocols: list[str]
-) -> dict[str, ml.tasks.FewShot]:
+    root: str, ways: int, queries: int, protocols: list[str], copies: int = 0
+) -> dict[str, ml.tasks.TaskSampler]:
+    """The test-task sampler of each protocol; ``copies`` distorted copies of the support."""
     test = ml.datasets.Omniglot(root, "test", "minimal", rotations=(0,))
     groups = {"any-class": None, "within-alphabet": test.class_groups}
-    return {p: ml.tasks.FewShot(test, ways, 1, queries, groups=groups[p]) for p in protocols}
+    samplers = {}
+    for p in protocols:
+        tasks = ml.tasks.FewShot(test, ways, 1, queries, groups=groups[p])
+        samplers[p] = ml.tasks.AugmentSupport(tasks, distortions(), copies) if copies else tasks
+    return samplers
+
+
+def test_variant(options: dict) -> tuple[str, str]:
+    """A file-name suffix and a label for a test with support copies or of a loaded learner.
+
+    Such a row sits beside the training's own (same learner and N), so its file name and its
+    label in the table say how its test was run: ``maml_20way_support4_steps40.json``,
+    "support + 4 distorted copies, 40 test steps". Both are empty for a standard row.
+    """
+    tag, label = "", []
+    copies = options.get("test_support_copies", 0)
+    if copies:
+        tag += f"_support{copies}"
+        label.append(f"support + {copies} distorted copies")
+    if (copies or options.get("load")) and options["learner"] != "pixel-nn":
+        steps = options["test_steps"]
+        tag += f"_steps{steps}"
+        label.append(f"{steps} test steps")
+    return tag, ", ".join(label)
+
+
+def load_trained(args: argparse.Namespace, learner: ml.Learner) -> dict:
+    """Load ``--load``'s state_dict into ``learner``; the training record of the JSON beside it.
+
+    Returns ``iterations``, ``train_seconds`` and ``curve`` of the run that saved the file (from
+    its JSON of the same name), so the table row still says what the training cost.
+    """
+    path = Path(args.load)
+    if not path.is_file():
+        raise SystemExit(f"--load {path}: no such file (a run saves {args.learner}_<N>way.pt)")
+    try:
+        learner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as error:
+        raise SystemExit(
+            f"--load {path}: not a state_dict of {args.learner} with these options "
+            f"(--ways, --hidden, --downsample must match the saving run): {error}"
+        ) from None
+    record = path.with_suffix(".json")
+    if not record.is_file():
+        print(f"warning: {record} is missing: the row cannot say what the training cost")
+        return {"iterations": 0, "train_seconds": 0.0, "curve": []}
+    saved = json.loads(record.read_text())
+    return {
+        "iterations": saved["iterations_done"],
+        "train_seconds": saved["train_seconds"],
+        "curve": saved["curve"],
+    }
 
 
 def report(folder: Path) -> str:
@@ -287,6 +355,9 @@ def report(folder: Path) -> str:
         name = r["learner"]
         if trained and r.get("train_ways", r["ways"]) != r["ways"]:
             name += f" (meta-trained {r['train_ways']}-way)"
+        variant = test_variant(r["options"])[1]
+        if variant:
+            name += f" ({variant})"
         iterations = r.get("iterations_done") or r["options"]["iterations"] if trained else "-"
         lines.append(
             f"| {name} | {r['ways']} | {cells[0]} | {cells[1]} | {iterations} | "
@@ -334,11 +405,19 @@ def main(argv: list[str] | None = None) -> dict:
     curve: list[dict] = []
     trained = {"iterations": 0}
     train_seconds = 0.0
+    variant = test_variant(vars(args))[0]
+    if args.load and args.learner in BASELINES:
+        raise SystemExit(f"--load: the {args.learner} baseline has no meta-trained state")
     if args.learner != "pixel-nn":
         learner = build_learner(args)
-        if args.learner != "scratch":
+        if args.load:
+            record = load_trained(args, learner)
+            trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]
+            # The row's wall time: the saved training's and this evaluation's.
+            curve, started = record["curve"], started - train_seconds
+        elif args.learner != "scratch":
             train = ml.datasets.Omniglot(args.root, "train", "minimal")
-            augment = ml.tasks.RandomAffine(degrees=10, scale=0.1, translate=0.1)
+            augment = distortions()
             tasks = ml.tasks.FewShot(
                 train, args.ways, 1, args.queries, augment=augment if args.augment else None
             )
@@ -384,7 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
     summaries = []
     for ways in test_ways:
         results: dict[str, tuple[float, float]] = {}
-        tests = test_samplers(args.root, ways, args.test_queries, args.protocols)
+        tests = test_samplers(
+            args.root, ways, args.test_queries, args.protocols, args.test_support_copies
+        )
         model = None if args.learner == "pixel-nn" else narrowed(learner, args, ways)
         for name, sampler in tests.items():
             if model is None:
@@ -403,12 +484,16 @@ def main(argv: list[str] | None = None) -> dict:
             "train_seconds": train_seconds,
             "seconds": seconds,
             "threads": torch.get_num_threads(),
-            "curve": curve if ways == args.ways else [],
+            # One curve per training, on the row of its own test protocol.
+            "curve": curve if ways == args.ways and not variant else [],
         }
         tag = f"{args.learner}_{args.ways}way" + ("" if ways == args.ways else f"_test{ways}way")
+        tag += variant
         (out / f"{tag}.json").write_text(json.dumps(summary, indent=1))
         steps = "" if args.learner == "pixel-nn" else f", {args.test_steps} steps"
         trained_on = "" if ways == args.ways else f" (meta-trained {args.ways}-way)"
+        if variant:
+            trained_on += f" ({test_variant(vars(args))[1]})"
         for name, (mean, ci) in results.items():
             print(
                 f"{args.learner}{trained_on} {ways}-way 1-shot {name}: {100 * mean:.1f} ± "

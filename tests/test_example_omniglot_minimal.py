@@ -185,3 +185,46 @@ def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, m
     assert state["model.head.weight"].shape[0] == 3
     table = example.report(tmp_path / "out")
     assert "| maml (meta-trained 3-way) | 2 |" in table and "| maml | 3 |" in table
+
+
+def test_load_evaluates_a_saved_learner_again_with_support_copies(
+    load_example, tmp_path, monkeypatch
+):
+    import functools
+    import json
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    monkeypatch.setattr(
+        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
+    )
+    example = load_example("omniglot_minimal")
+    out = tmp_path / "out"
+    common = [
+        "--root", str(tmp_path / "data"), "--ways", "3", "--hidden", "4", "--test-tasks", "4",
+        "--test-steps", "1", "--test-queries", "1", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    training = ["--iterations", "2", "--meta-batch", "2", "--queries", "1", "--curve-every", "1"]
+    trained = example.main([*common, *training, "--curve-tasks", "2"])
+    again = example.main([*common, "--load", str(out / "maml_3way.pt")])
+    # Same learner, same test tasks: the same accuracies; the training's record carried over.
+    assert again["accuracy"] == trained["accuracy"]
+    assert again["iterations_done"] == 2 and again["train_seconds"] == trained["train_seconds"]
+    assert again["seconds"] >= trained["train_seconds"]
+    assert trained["curve"] and again["curve"] == []  # one curve per training, on its own row
+    assert json.loads((out / "maml_3way_steps1.json").read_text())["options"]["load"]
+    copies = example.main(
+        [*common, "--load", str(out / "maml_3way.pt"), "--test-support-copies", "2"]
+    )
+    assert copies["accuracy"] != trained["accuracy"] and copies["curve"] == []
+    assert (out / "maml_3way_support2_steps1.json").is_file()
+    table = example.report(out)
+    assert "| maml (support + 2 distorted copies, 1 test steps) | 3 |" in table
+    assert "| maml (1 test steps) | 3 |" in table and "| maml | 3 |" in table
+    with pytest.raises(SystemExit, match="must match the saving run"):
+        example.main([*common[:3], "4", *common[4:], "--load", str(out / "maml_3way.pt")])
+    with pytest.raises(SystemExit, match="no such file"):
+        example.main([*common, "--load", str(out / "missing.pt")])
+    with pytest.raises(SystemExit, match="no meta-trained state"):
+        example.main([*common, "--learner", "pixel-nn", "--load", str(out / "maml_3way.pt")])
