@@ -179,3 +179,14 @@ def test_memory_curve_in_child_processes(bench, tmp_path):
     assert "Peak memory (MiB, peak RSS) vs meta-batch" in text
     row = next(line for line in text.splitlines() if line.startswith("| metalearn |"))
     assert row.count("|") == len(bench.MEMORY_BATCHES) + 3
+
+
+def test_chunk_memory_child_runs_a_chunked_vmapped_step():
+    import json
+    import subprocess
+
+    script = ROOT / "benchmarks/bench_chunk_memory.py"
+    command = [sys.executable, str(script), "--child", "vmap", "1", "--meta-batch", "2"]
+    out = subprocess.run([*command, "--steps", "1"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["peak_mib"] > result["before_mib"] > 0 and result["cpu_s"] > 0

@@ -69,6 +69,17 @@ def test_train_tune_allocator_reaches_the_trainer(monkeypatch):
     assert calls == [1]
 
 
+def test_train_chunk_size_reaches_the_trainer():
+    config = load_config(SINE.parent / "maml.yaml")
+    assert build_trainer(config, device="cpu", progress=False).chunk_size is None
+    config.train.chunk_size = 5
+    assert build_trainer(config, device="cpu", progress=False).chunk_size == 5
+    bad = config.to_dict()
+    bad["train"]["chunk_size"] = 0
+    with pytest.raises(ConfigError, match="chunk_size"):
+        config_from_dict(bad)
+
+
 @pytest.mark.parametrize("stem", ["maml", "fomaml", "pretrain"])
 def test_sine_configs_build_the_paper_setup(stem):
     config = load_config(SINE.parent / f"{stem}.yaml")

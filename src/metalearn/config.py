@@ -196,6 +196,7 @@ class TrainConfig:
     plot: bool = True
     tensorboard: bool | None = None
     tune_allocator: bool = True
+    chunk_size: int | None = field(default=None, metadata=_check(_positive))
 
     def validate(self, path: str) -> None:
         if self.compile and self.amp:
@@ -488,6 +489,7 @@ RESUMABLE_CHANGES = (
     "train.plot",
     "train.tensorboard",
     "train.tune_allocator",
+    "train.chunk_size",
     "device",
     "run_dir",
     "description",

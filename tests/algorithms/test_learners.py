@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from learner_cases import LEARNERS, PROBLEMS, build, factory, problem_of
+from learner_cases import LEARNERS, PROBLEMS, build, factory, meta_gradient, problem_of
 
 import metalearn as ml
 from metalearn import testing
@@ -154,3 +154,34 @@ def test_every_learner_is_exported():
     for name in sorted(set(LEARNERS) - {"ReptileAdam"}):
         assert issubclass(getattr(ml, name), ml.Learner)
         assert name in ml.__all__
+
+
+@pytest.mark.parametrize("vectorize", ["loop", "vmap"])
+@pytest.mark.parametrize(("name", "problem"), CASES)
+def test_chunked_meta_batch_gives_the_whole_batch_update(name, problem, vectorize):
+    # Trainer(chunk_size=2) on 5 tasks runs chunks of 2, 2 and 1: the accumulated gradient and
+    # the logged metrics must be the whole batch's (float64).
+    learner, _ = build(name, problem, vectorize=vectorize)
+    batch = problem_of(name, problem)[2](tasks=5)
+    if hasattr(learner, "on_iteration"):
+        learner.on_iteration(0)  # as Trainer.step does (MAML++'s schedules)
+    whole_loss, whole = meta_gradient(learner, batch)
+    whole_metrics = {k: v.item() for k, v in learner(batch).metrics.items()}
+
+    class Fixed:
+        def sample(self, num_tasks, generator=None):
+            return batch
+
+    trainer = ml.Trainer(
+        learner, Fixed(), torch.optim.SGD(learner.parameters(), lr=0.0), iterations=1,
+        meta_batch_size=5, chunk_size=2, progress=False, tune_allocator=False,
+    )  # fmt: skip
+    metrics = trainer.step()
+    chunked = torch.cat([
+        torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten()
+        for p in learner.parameters()
+    ])  # fmt: skip
+    torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+    assert metrics["meta_loss"] == pytest.approx(whole_loss.item(), rel=1e-12)
+    for k, v in whole_metrics.items():  # accuracy is a float32 mean
+        assert metrics[k] == pytest.approx(v, rel=1e-6, abs=1e-12)

@@ -323,6 +323,28 @@ def test_bad_arguments_are_named():
         Trainer(learner, ml.tasks.Sine(1, 1), opt, iterations=1, meta_batch_size=1, grad_clip=-1)
     with pytest.raises(TypeError, match="optimizer"):
         Trainer(learner, ml.tasks.Sine(1, 1), "adam", iterations=1, meta_batch_size=1)
+    with pytest.raises(ValueError, match="chunk_size"):
+        Trainer(learner, ml.tasks.Sine(1, 1), opt, iterations=1, meta_batch_size=1, chunk_size=0)
+
+
+def test_chunked_training_follows_the_whole_batch_run():
+    # The same tasks and (up to rounding) the same updates, whatever the chunk size.
+    def run(chunk_size):
+        torch.manual_seed(0)
+        learner = ml.MAML(ml.models.MLP([1, 16, 1]), F.mse_loss, inner_lr=0.01).double()
+        opt = torch.optim.Adam(learner.parameters(), lr=1e-2)
+        history = ml.train(
+            learner, ml.tasks.Sine(5, 5), opt, 5, 6, seed=3, progress=False,
+            chunk_size=chunk_size,
+        )  # fmt: skip
+        return history, torch.nn.utils.parameters_to_vector(learner.parameters())
+
+    whole, phi = run(None)
+    for chunk_size in (1, 4, 6):
+        history, chunked = run(chunk_size)
+        torch.testing.assert_close(chunked, phi, rtol=1e-9, atol=1e-12)
+        for a, b in zip(history, whole, strict=True):
+            assert a["meta_loss"] == pytest.approx(b["meta_loss"], rel=1e-9)
 
 
 def test_amp_is_a_no_op_on_cpu():

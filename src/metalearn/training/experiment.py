@@ -517,6 +517,7 @@ def build_trainer(
         plot=train.plot,
         tensorboard=train.tensorboard,
         tune_allocator=train.tune_allocator,
+        chunk_size=train.chunk_size,
         progress=progress,
         # The rank-invariant task stream, also in one process: a config gives the same run
         # whether launched plainly or with torchrun on any number of ranks.

@@ -193,6 +193,12 @@ class Trainer:
             quarter of a Conv-4 step). Affects the whole process.
         reduce_gradients: called as ``reduce_gradients(learner)`` after every backward, before
             the gradient is checked and clipped (e.g. an all-reduce that averages across ranks).
+        chunk_size: run the meta-batch through the learner this many tasks at a time, each
+            chunk's meta-gradient accumulated (weighted by its share of the tasks) before the
+            next chunk is moved to the device. The tasks and the update are those of the whole
+            batch (up to float rounding); peak memory is one chunk's graph and device data.
+            For a meta-batch that does not fit on the GPU, and for the vmapped inner loop
+            (which holds the graph of every task it runs at once). ``None``: the whole batch.
 
     Example:
         >>> import torch, torch.nn.functional as F, metalearn as ml
@@ -237,6 +243,7 @@ class Trainer:
         reduce_gradients: Callable[[Learner], None] | None = None,
         distributed: bool | None = None,
         tune_allocator: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
         if not isinstance(learner, torch.nn.Module):
             raise TypeError(f"learner must be a metalearn Learner, got {type(learner).__name__}")
@@ -248,6 +255,7 @@ class Trainer:
             raise TypeError(f"optimizer must be a torch optimizer, got {type(optimizer).__name__}")
         self.iterations = check_int("iterations", iterations, 1)
         self.meta_batch_size = check_int("meta_batch_size", meta_batch_size, 1)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, 1)
         self.validate_every = check_int("validate_every", validate_every, 1)
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
@@ -327,6 +335,31 @@ class Trainer:
         norms = torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])
         return float(torch.linalg.vector_norm(norms))
 
+    def _forward_backward(self, batch: TaskBatch) -> tuple[float, dict[str, float]]:
+        """Meta-loss and metrics of ``batch``, its meta-gradient added to the ``.grad``s.
+
+        With ``chunk_size`` the batch goes through in chunks, each meta-loss weighted by the
+        chunk's share of the tasks: the sum of the chunks' gradients is the batch's.
+        """
+        whole = self.chunk_size is None or self.chunk_size >= batch.num_tasks
+        chunks = [batch] if whole else batch.chunk(self.chunk_size)
+        meta_loss, metrics = 0.0, {}
+        for chunk in chunks:
+            share = chunk.num_tasks / batch.num_tasks
+            chunk = chunk.to(device=self.device, dtype=self.dtype)
+            with self._autocast():
+                out = self.learner(chunk)
+            loss = out.loss if whole else out.loss * share
+            meta_loss += share * out.loss.item()
+            for k, v in out.metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + share * v.item()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            del out, loss, chunk  # this chunk's graph and device data go before the next's
+        return meta_loss, metrics
+
     def step(self) -> dict[str, float]:
         """Run one meta-update (iteration ``self.iteration + 1``) and return its metrics.
 
@@ -339,15 +372,8 @@ class Trainer:
         if callable(on_iteration):
             on_iteration(self.iteration)
         batch = self.sample_batch(self.sampler, self.meta_batch_size, self.generator)
-        batch = batch.to(device=self.device, dtype=self.dtype)
-        with self._autocast():
-            out = self.learner(batch)
-        meta_loss = out.loss.item()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(out.loss).backward()
-        else:
-            out.loss.backward()
+        meta_loss, task_metrics = self._forward_backward(batch)
         if self.reduce_gradients is not None:
             # Before any check, so that every rank reaches the collective and a NaN on one
             # rank reaches all of them through the averaged gradient.
@@ -370,7 +396,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         self.iteration += 1
-        metrics = {"meta_loss": meta_loss, **{k: v.item() for k, v in out.metrics.items()}}
+        metrics = {"meta_loss": meta_loss, **task_metrics}
         if self.distributed:
             metrics = dist.average_metrics(metrics)
         self._extra = {"lr": float(lr), "grad_norm": grad_norm}
