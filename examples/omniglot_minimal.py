@@ -258,7 +258,7 @@ def pretrain_global(
     return head_only(args, model)
 
 
-def pixel_nearest_neighbour(tasks: ml.tasks.FewShot, num_tasks: int) -> ml.Evaluation:
+def pixel_nearest_neighbour(tasks: ml.tasks.TaskSampler, num_tasks: int) -> ml.Evaluation:
     """Query accuracy of 1-nearest-neighbour on raw pixels (Euclidean), per test task.
 
     The tasks are those :func:`metalearn.evaluate` draws (seed 0), so rows compare task by task.
@@ -310,8 +310,8 @@ def test_variant(options: dict) -> tuple[str, str]:
 def load_trained(args: argparse.Namespace, learner: ml.Learner) -> dict:
     """Load ``--load``'s state_dict into ``learner``; the training record of the JSON beside it.
 
-    Returns ``iterations``, ``train_seconds`` and ``curve`` of the run that saved the file (from
-    its JSON of the same name), so the table row still says what the training cost.
+    Returns ``iterations`` and ``train_seconds`` of the run that saved the file (from its JSON
+    of the same name), so the table row still says what the training cost.
     """
     path = Path(args.load)
     if not path.is_file():
@@ -326,13 +326,9 @@ def load_trained(args: argparse.Namespace, learner: ml.Learner) -> dict:
     record = path.with_suffix(".json")
     if not record.is_file():
         print(f"warning: {record} is missing: the row cannot say what the training cost")
-        return {"iterations": 0, "train_seconds": 0.0, "curve": []}
+        return {"iterations": 0, "train_seconds": 0.0}
     saved = json.loads(record.read_text())
-    return {
-        "iterations": saved["iterations_done"],
-        "train_seconds": saved["train_seconds"],
-        "curve": saved["curve"],
-    }
+    return {"iterations": saved["iterations_done"], "train_seconds": saved["train_seconds"]}
 
 
 def report(folder: Path) -> str:
@@ -405,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
     curve: list[dict] = []
     trained = {"iterations": 0}
     train_seconds = 0.0
-    variant = test_variant(vars(args))[0]
+    variant, variant_label = test_variant(vars(args))
     if args.load and args.learner in BASELINES:
         raise SystemExit(f"--load: the {args.learner} baseline has no meta-trained state")
     if args.learner != "pixel-nn":
@@ -413,8 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.load:
             record = load_trained(args, learner)
             trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]
-            # The row's wall time: the saved training's and this evaluation's.
-            curve, started = record["curve"], started - train_seconds
+            started -= train_seconds  # the row's wall time: the saved training's and this test's
         elif args.learner != "scratch":
             train = ml.datasets.Omniglot(args.root, "train", "minimal")
             augment = distortions()
@@ -484,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_seconds": train_seconds,
             "seconds": seconds,
             "threads": torch.get_num_threads(),
-            # One curve per training, on the row of its own test protocol.
+            # One curve per training, on the row of its own test (a loaded learner has none).
             "curve": curve if ways == args.ways and not variant else [],
         }
         tag = f"{args.learner}_{args.ways}way" + ("" if ways == args.ways else f"_test{ways}way")
@@ -493,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps = "" if args.learner == "pixel-nn" else f", {args.test_steps} steps"
         trained_on = "" if ways == args.ways else f" (meta-trained {args.ways}-way)"
         if variant:
-            trained_on += f" ({test_variant(vars(args))[1]})"
+            trained_on += f" ({variant_label})"
         for name, (mean, ci) in results.items():
             print(
                 f"{args.learner}{trained_on} {ways}-way 1-shot {name}: {100 * mean:.1f} ± "

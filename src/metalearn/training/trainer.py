@@ -6,9 +6,11 @@ One iteration of :class:`Trainer` is the loop every learner fits (see ``docs/arc
     out = learner(batch)                                     # MetaOutput(loss, metrics)
     out.loss.backward(); clip; optimizer.step(); scheduler.step()
 
-around which the trainer adds what a long run needs: AMP on CUDA, a NaN/inf check that stops
-the run (:class:`DivergenceError`), periodic validation on a fixed task set with the best state
-kept, atomic checkpoints that resume bit-identically, a metrics log, plots, and a final test.
+around which the trainer adds what a long run needs: AMP on CUDA, the batch in chunks whose
+meta-gradients add up (``chunk_size``, for a meta-batch larger than memory), a NaN/inf check
+that stops the run (:class:`DivergenceError`), periodic validation on a fixed task set with
+the best state kept, atomic checkpoints that resume bit-identically, a metrics log, plots, and
+a final test.
 """
 
 from __future__ import annotations
