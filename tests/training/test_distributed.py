@@ -219,12 +219,14 @@ def test_two_ranks_match_one_process(two_ranks, kind, float64):
         torch.testing.assert_close(two_ranks[0][kind, "state"]["unused"], torch.zeros(2))
 
 
+@pytest.mark.parametrize("chunk_size", [None, 1])
 @pytest.mark.parametrize("kind", ["learned_lr"])
-def test_train_distributed_true_in_one_process_is_the_same_run(kind, float64):
+def test_train_distributed_true_in_one_process_is_the_same_run(kind, chunk_size, float64):
+    # In chunks too: the rank's share of the stream's batch, its meta-gradient accumulated.
     _, want_state, want_losses = reference(kind)
     learner, optimizer = make_run(kind, init_seed=100)
     history = ml.train(learner, sampler(), optimizer, ITERATIONS, META_BATCH, seed=SEED,
-                       progress=False, distributed=True)  # fmt: skip
+                       progress=False, distributed=True, chunk_size=chunk_size)  # fmt: skip
     assert_close_dicts(state_of(learner), want_state)
     assert [m["meta_loss"] for m in history] == pytest.approx(want_losses, rel=0, abs=1e-10)
 
