@@ -6,12 +6,15 @@ in its users' idiom beside it. Each setting runs in a fresh process on one threa
 time per meta-step (``time.process_time``: robust on a shared machine, where wall time is not),
 memory the process's peak RSS. Settings:
 
-- ``default``: glibc as it comes (blocks over 32 MiB are mmapped and page-faulted in anew);
-- ``tuned``: ``ml.tune_cpu_allocator()`` (no mmap, no trim: freed memory is reused), what the
-  ``Trainer`` applies on CPU;
-- ``mmap32``: mmap only for blocks of 32 MiB or more (glibc's largest threshold), no trim;
-- ``tuned+trim``: ``tuned``, and ``malloc_trim(0)`` after every meta-step (is the extra memory
-  of ``tuned`` left over between steps, or taken within one?).
+- ``default``: glibc as it comes (large blocks are mmapped until one is freed; the free top of
+  the heap is handed back to the OS once it exceeds twice the largest freed block);
+- ``tuned``: ``ml.tune_cpu_allocator()``, what the ``Trainer`` applies on CPU: the mmap
+  threshold fixed at 32 MiB (glibc's largest), no trim, so blocks under 32 MiB are reused and
+  larger ones still go back to the OS;
+- ``no-mmap``: no mmap at all and no trim (every block reused from the heap: the tuning before
+  2026-12-03);
+- ``no-mmap+trim``: ``no-mmap``, and ``malloc_trim(0)`` after every meta-step (is the extra
+  memory of ``no-mmap`` left over between steps, or taken within one?).
 
 Run: ``python benchmarks/allocator_tradeoff.py [--meta-batch 4] [--steps 5]``
 """
@@ -28,8 +31,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-SETTINGS = ("default", "tuned", "mmap32", "tuned+trim")
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+SETTINGS = ("default", "tuned", "no-mmap", "no-mmap+trim")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
@@ -41,10 +44,10 @@ def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
 
     torch.set_num_threads(1)
     libc = ctypes.CDLL(None)
-    if setting.startswith("tuned"):
+    if setting == "tuned":
         ml.tune_cpu_allocator()
-    elif setting == "mmap32":
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+    elif setting.startswith("no-mmap"):
+        libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     workload = replace(bench.WORKLOADS["miniimagenet"], meta_batch=meta_batch)
     implementation = bench.IMPLEMENTATIONS[impl](workload, torch.device("cpu"))
@@ -55,7 +58,7 @@ def child(setting: str, impl: str, meta_batch: int, steps: int) -> dict:
     for _ in range(steps + 1):  # the first step warms up
         start = time.process_time()
         implementation.step(batch)
-        if setting == "tuned+trim":
+        if setting == "no-mmap+trim":
             libc.malloc_trim(0)
         times.append(time.process_time() - start)
     return {"cpu_s": statistics.median(times[1:]), "peak_mib": bench.peak_rss_mib()}

@@ -10,22 +10,27 @@ __all__ = ["tune_cpu_allocator"]
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+_M_MMAP_THRESHOLD = -3
+_LARGEST_MMAP_THRESHOLD = 32 * 2**20  # glibc's cap (HEAP_MAX_SIZE / 2 on 64-bit)
 _KEEP_FREED = 2**31 - 1  # the largest trim threshold mallopt takes (an int)
 
 _tuned: bool | None = None
 
 
 def tune_cpu_allocator() -> bool:
-    """Let freed CPU memory be reused by the process instead of handed back to the OS.
+    """Let freed CPU memory below 32 MiB be reused by the process instead of handed back.
 
-    glibc's ``malloc`` serves every block over 32 MiB with a fresh ``mmap`` and unmaps it on
-    ``free``, so each large activation of a second-order meta-step (a MiniImagenet query set's
-    ``[75, 32, 84, 84]`` feature map is 68 MB) is paid for again in page faults: about a
-    quarter of a Conv-4 MAML step on CPU (benchmarks/RESULTS.md). This turns ``mmap`` off for
-    ``malloc`` and raises the trim threshold, so the memory of one step is reused by the next,
-    the way PyTorch's CUDA caching allocator reuses GPU memory. The price: the process keeps
-    its peak memory (RSS does not shrink after a large step).
+    glibc's ``malloc`` adapts as it goes: it serves large blocks with fresh ``mmap`` calls
+    until one is freed, and hands the top of its heap back to the OS whenever more than twice
+    the largest freed block lies free there. A second-order meta-step frees and reallocates tens of
+    megabytes per task, so its memory is page-faulted in again task after task (over a quarter
+    of a MiniImagenet Conv-4 MAML step on one thread, benchmarks/RESULTS.md). This fixes the
+    ``mmap`` threshold at 32 MiB (glibc's largest) and turns trimming off: every block under
+    32 MiB is reused from the heap, as PyTorch's CUDA caching allocator reuses GPU memory,
+    while larger ones (a MiniImagenet query set's 68 MB first feature map) still get their own
+    ``mmap`` and go back to the OS when freed. Serving those from the heap as well is at most a
+    few percent faster and holds over a quarter more memory: large free blocks fragment it. The
+    price of the reuse: the heap keeps its high-water mark (RSS does not shrink after a step).
 
     :class:`~metalearn.training.Trainer` (and so ``train``, the CLI and the examples) calls it
     on CPU unless ``tune_allocator=False``; call it yourself at the top of a hand-written
@@ -55,4 +60,7 @@ def _mallopt() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED) == 1
+    return (
+        mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD) == 1
+        and mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED) == 1
+    )

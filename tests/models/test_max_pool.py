@@ -79,3 +79,18 @@ def test_backward_does_not_keep_the_input_alive():
     assert ref() is None  # max_pool2d would hold it until the backward
     (g,) = torch.autograd.grad(out.sum(), x)
     torch.testing.assert_close(g, torch.autograd.grad(F.max_pool2d(x * 2, 2).sum(), x)[0])
+
+
+def test_backward_keeps_one_byte_per_window():
+    # max_pool2d keeps its input and an int64 index per window (12 bytes per window in
+    # float32); the fast path keeps only a one-byte code per window.
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = MaxPool2x2()(x)
+    assert [(t.dtype, t.shape) for t in saved] == [(torch.uint8, out.shape)]

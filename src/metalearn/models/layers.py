@@ -74,13 +74,14 @@ class MaxPool2x2(nn.MaxPool2d):
     On CPU, torch's ``max_pool2d`` forward is a scalar loop (about 90 ms for the
     ``[75, 32, 84, 84]`` activations of a MiniImagenet query set, a tenth of a MAML step on two
     cores). Outside ``torch.func`` transforms, this layer takes the maxima of the four strided
-    quarters with vectorised element-wise ops instead, and records the same flat argmax indices
-    ``max_pool2d`` records (first maximum in the window's row-major order), so its backward is
+    quarters with vectorised element-wise ops instead, and picks the same maximum
+    ``max_pool2d`` picks (the first in the window's row-major order), so its backward is
     torch's own ``max_pool2d_with_indices_backward``: values, gradients and higher-order
-    gradients are identical to ``F.max_pool2d``, ties included (tested). Unlike
-    ``max_pool2d`` it does not keep its input for the backward (only the indices), which
-    frees every pre-pooling activation of a meta-batch's graph early. Elsewhere (CUDA, under
-    ``vmap``) it is ``F.max_pool2d``.
+    gradients are identical to ``F.max_pool2d``, ties included (tested). For the backward it
+    keeps one byte per window (which corner won), not ``max_pool2d``'s input and int64
+    indices: every pre-pooling activation of a meta-step's graph is freed early, and the
+    indices take an eighth of the memory. Elsewhere (CUDA, under ``vmap``) it is
+    ``F.max_pool2d``.
 
     Example:
         >>> MaxPool2x2()(torch.randn(2, 3, 8, 8)).shape
@@ -127,21 +128,27 @@ class _MaxPool2x2(torch.autograd.Function):
         lower = bottom > top
         right_top, right_bottom = a01 > a00, a11 > a10
         right = right_top ^ (lower & (right_top ^ right_bottom))  # where(lower, bottom's, top's)
-        index = lower * width  # (int64; bool ops and in-place adds are the cheap kernels here)
-        index += right
-        rows, cols = top.shape[-2:]
-        corner = torch.arange(0, 2 * rows * width, 2 * width, device=x.device).view(-1, 1)
-        index += corner + torch.arange(0, 2 * cols, 2, device=x.device)  # top-left of windows
-        # The backward needs only the indices and x's layout, not x: keeping x alive for the
-        # backward (as max_pool2d does) would hold every pre-pooling activation of the graph.
-        ctx.save_for_backward(index)
+        # Kept for the backward: the window's corner as one byte (2 * lower + right), not the
+        # int64 flat index max_pool2d keeps (8x the memory); the backward rebuilds the index.
+        code = lower.to(torch.uint8)
+        code += lower  # (bool ops and in-place adds are the cheap kernels here)
+        code += right
+        ctx.save_for_backward(code)
         ctx.layout = x.shape, x.stride()
         return torch.maximum(top, bottom)  # (propagates NaN as max_pool2d does)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        (index,) = ctx.saved_tensors
+        (code,) = ctx.saved_tensors
         shape, stride = ctx.layout
+        width = shape[-1]
+        rows, cols = code.shape[-2:]
+        lower = code >> 1
+        index = lower.to(torch.int64)
+        index *= width
+        index += code & 1
+        corner = torch.arange(0, 2 * rows * width, 2 * width, device=code.device).view(-1, 1)
+        index += corner + torch.arange(0, 2 * cols, 2, device=code.device)  # windows' top-left
         # torch's own backward, differentiable again (its derivative gathers at ``index``); it
         # reads only the shape and strides of its ``self`` argument, never its values.
         like_x = torch.empty_strided(shape, stride, dtype=grad.dtype, device=grad.device)
