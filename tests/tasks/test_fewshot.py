@@ -171,3 +171,57 @@ def test_group_errors_name_the_fix():
         FewShot(ds, n_way=2, k_shot=1, k_query=1, groups=["a", "a", "b"])
     with pytest.raises(ValueError, match="each of the 4 classes"):
         FewShot(ds, n_way=2, k_shot=1, k_query=1, groups="aabb")
+
+
+class CountingReads:
+    """A dataset that logs every ``gather`` (the images a task sampler reads)."""
+
+    def __init__(self, dataset, log):
+        self.dataset, self.log = dataset, log
+        self.num_classes, self.class_sizes = dataset.num_classes, dataset.class_sizes
+
+    def gather(self, classes, indices):
+        self.log.append(("read", len(classes)))
+        return self.dataset.gather(classes, indices)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"augment": ml.tasks.RandomAffine(degrees=15, translate=0.2)},
+        {"groups": ["a"] * 4 + ["b"] * 4},
+    ],
+    ids=["plain", "augmented", "within-group"],
+)
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 10])
+def test_chunks_are_the_batch_sample_draws(options, chunk_size):
+    tasks = FewShot(coded_dataset(), n_way=3, k_shot=2, k_query=3, **options)
+    g_whole, g_chunks = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    whole = tasks.sample(7, g_whole)
+    chunks = list(tasks.sample_chunks(7, chunk_size, g_chunks))
+    assert [c.num_tasks for c in chunks] == [
+        min(chunk_size, 7 - s) for s in range(0, 7, chunk_size)
+    ]
+    joined = ml.tasks.TaskBatch.concat(chunks)
+    for a, b in [(joined.support, whole.support), (joined.query, whole.query)]:
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert torch.equal(joined.info["classes"], whole.info["classes"])
+    assert torch.equal(g_chunks.get_state(), g_whole.get_state())  # the next batch is the same
+
+
+def test_chunks_read_their_images_only_when_reached():
+    log = []
+    tasks = FewShot(CountingReads(coded_dataset(), log), n_way=3, k_shot=1, k_query=2)
+    chunks = tasks.sample_chunks(5, 2, torch.Generator().manual_seed(0))
+    assert log == []  # the tasks are drawn, no image is read yet
+    for chunk in chunks:
+        log.append(("got", chunk.num_tasks))
+    # each chunk reads its support and its query images (n_way rows per task) just before
+    assert log == [("read", 6), ("read", 6), ("got", 2)] * 2 + [
+        ("read", 3),
+        ("read", 3),
+        ("got", 1),
+    ]
+    with pytest.raises(ValueError, match="chunk_size"):
+        tasks.sample_chunks(5, 0)

@@ -347,6 +347,44 @@ def test_chunked_training_follows_the_whole_batch_run():
             assert a["meta_loss"] == pytest.approx(b["meta_loss"], rel=1e-9)
 
 
+def test_chunks_of_a_few_shot_batch_are_read_as_they_are_trained_on():
+    # FewShot draws every task first and reads each chunk's images when its turn comes: the
+    # run is the whole-batch run, and only one chunk's images are in memory at a time.
+    rng = np.random.default_rng(0)
+    images = ml.datasets.ImageClasses.from_labels(
+        rng.integers(0, 256, (8 * 6, 4, 4), dtype=np.uint8), np.repeat(np.arange(8), 6)
+    )
+    log = []
+
+    class Logged(ml.datasets.ImageClasses):
+        def gather(self, classes, indices):
+            log.append("read")
+            return super().gather(classes, indices)
+
+    images.__class__ = Logged
+    tasks = ml.tasks.FewShot(images, n_way=3, k_shot=1, k_query=2)
+
+    def run(chunk_size):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        learner = ml.MAML(net, F.cross_entropy, inner_lr=0.1).double()
+        learner.register_forward_pre_hook(lambda module, args: log.append(args[0].num_tasks))
+        opt = torch.optim.Adam(learner.parameters(), lr=1e-2)
+        history = ml.train(
+            learner, tasks, opt, 3, 5, seed=1, progress=False, chunk_size=chunk_size
+        )  # fmt: skip
+        return history, torch.nn.utils.parameters_to_vector(learner.parameters())
+
+    whole, phi = run(None)
+    assert log[:3] == ["read", "read", 5]
+    log.clear()
+    history, chunked = run(2)
+    assert log[:9] == ["read", "read", 2, "read", "read", 2, "read", "read", 1]
+    torch.testing.assert_close(chunked, phi, rtol=1e-9, atol=1e-12)
+    for a, b in zip(history, whole, strict=True):
+        assert a["meta_loss"] == pytest.approx(b["meta_loss"], rel=1e-9)
+
+
 def test_amp_is_a_no_op_on_cpu():
     def run(amp):
         torch.manual_seed(0)

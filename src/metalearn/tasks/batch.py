@@ -184,6 +184,13 @@ class TaskBatch:
 
 @runtime_checkable
 class TaskSampler(Protocol):
-    """Anything with ``sample(num_tasks, generator=None) -> TaskBatch`` is a task sampler."""
+    """Anything with ``sample(num_tasks, generator=None) -> TaskBatch`` is a task sampler.
+
+    A sampler may also offer ``sample_chunks(num_tasks, chunk_size, generator=None)``: an
+    iterator over the same tasks in consecutive batches of ``chunk_size``, each read only when
+    reached, that leaves ``generator`` as ``sample`` does. ``Trainer(chunk_size=...)`` uses it
+    so that one chunk's data is in memory at a time (:meth:`FewShot.sample_chunks
+    <metalearn.tasks.FewShot.sample_chunks>`).
+    """
 
     def sample(self, num_tasks: int, generator: torch.Generator | None = None) -> TaskBatch: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,43 @@ class FewShot:
             ``0..n_way-1``; the query split likewise with ``k_query``; ``info["classes"]``.
         """
         check_int("num_tasks", num_tasks, 1)
-        t, n, need = num_tasks, self.n_way, self.k_shot + self.k_query
+        return self._materialise(*self._draw(num_tasks, generator), 0, num_tasks, generator)
+
+    def sample_chunks(
+        self, num_tasks: int, chunk_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[TaskBatch]:
+        """The tasks of ``sample(num_tasks, generator)``, ``chunk_size`` tasks at a time.
+
+        The classes and images of every task are drawn now, as :meth:`sample` draws them; each
+        chunk's images are read (and augmented) only when the iterator reaches it, so a
+        meta-batch's images need not all be in memory at once
+        (:class:`~metalearn.training.Trainer` with ``chunk_size`` uses this). The chunks,
+        concatenated, are exactly ``sample(num_tasks, generator)``'s batch, and ``generator``
+        ends in the same state, provided nothing else draws from it before the iterator is
+        exhausted.
+
+        Returns:
+            An iterator over ``ceil(num_tasks / chunk_size)`` task batches.
+
+        Example:
+            >>> import numpy as np, torch, metalearn as ml
+            >>> images = ml.datasets.ImageClasses.from_labels(
+            ...     np.zeros((200, 28, 28), np.uint8), np.repeat(np.arange(10), 20))
+            >>> tasks = ml.tasks.FewShot(images, n_way=5, k_shot=1, k_query=15)
+            >>> [c.num_tasks for c in tasks.sample_chunks(5, 2, torch.Generator())]
+            [2, 2, 1]
+        """
+        check_int("num_tasks", num_tasks, 1)
+        check_int("chunk_size", chunk_size, 1)
+        drawn = self._draw(num_tasks, generator)  # now, not when the iterator first runs
+        return (
+            self._materialise(*drawn, start, min(start + chunk_size, num_tasks), generator)
+            for start in range(0, num_tasks, chunk_size)
+        )
+
+    def _draw(self, t: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        # Every task's classes [t, n_way] and image indices [t * n_way, k_shot + k_query].
+        n, need = self.n_way, self.k_shot + self.k_query
         # The n_way smallest of one uniform key per class are a uniformly random ordered
         # sample of classes; the order gives the labels, so labels are freshly shuffled.
         # (topk of the keys is several times cheaper than a full argsort.)
@@ -153,7 +189,21 @@ class FewShot:
         if not self._uniform:  # never pick past the end of a smaller class
             past_end = torch.arange(self._max_size) >= self._sizes[flat].unsqueeze(1)
             keys.masked_fill_(past_end, 2.0)
-        indices = keys.topk(need, dim=1, largest=False).indices
+        return classes, keys.topk(need, dim=1, largest=False).indices
+
+    def _materialise(
+        self,
+        classes: Tensor,
+        indices: Tensor,
+        start: int,
+        stop: int,
+        generator: torch.Generator | None,
+    ) -> TaskBatch:
+        # Tasks start..stop-1 of the drawn ones: their images read (and augmented) now.
+        t, n, need = stop - start, self.n_way, self.k_shot + self.k_query
+        classes = classes[start:stop]
+        flat = classes.reshape(-1)
+        indices = indices[start * n : stop * n]
         if self.augment is None:
             # Gather the two splits separately: each lands directly in its final layout.
             support_x = self._gather(flat, indices[:, : self.k_shot])

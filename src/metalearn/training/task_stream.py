@@ -7,6 +7,7 @@ ranks, or resumed at iteration ``t``, trains on exactly the same tasks (``docs/d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from metalearn._checks import check_int
 from metalearn.tasks.batch import TaskBatch, TaskSampler
@@ -94,6 +95,19 @@ class TaskStream:
         """This rank's share of meta-batch ``iteration``."""
         seeds = [train_task_seed(self.seed, iteration, j) for j in self.indices(iteration)]
         return sample_fixed(self.sampler, seeds)
+
+    def sample_chunks(self, iteration: int, chunk_size: int) -> Iterator[TaskBatch]:
+        """This rank's share of meta-batch ``iteration``, ``chunk_size`` tasks at a time.
+
+        Each chunk is drawn when the iterator reaches it; concatenated, the chunks are
+        :meth:`sample` ``(iteration)``.
+        """
+        check_int("chunk_size", chunk_size, 1)
+        seeds = [train_task_seed(self.seed, iteration, j) for j in self.indices(iteration)]
+        return (
+            sample_fixed(self.sampler, seeds[start : start + chunk_size])
+            for start in range(0, len(seeds), chunk_size)
+        )
 
     def global_batch(self, iteration: int) -> TaskBatch:
         """All ``meta_batch_size`` tasks of meta-batch ``iteration`` (every rank's shares)."""

@@ -21,7 +21,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,8 +199,11 @@ class Trainer:
             chunk's meta-gradient accumulated (weighted by its share of the tasks) before the
             next chunk is moved to the device. The tasks and the update are those of the whole
             batch (up to float rounding); peak memory is one chunk's graph and device data.
-            For a meta-batch that does not fit on the GPU, and for the vmapped inner loop
-            (which holds the graph of every task it runs at once). ``None``: the whole batch.
+            A sampler with ``sample_chunks`` (:class:`~metalearn.tasks.FewShot`) reads each
+            chunk's images only when its turn comes, so host memory holds one chunk's images
+            too (not with ``sample_batch``). For a meta-batch that does not fit on the GPU, for
+            the vmapped inner loop (which holds the graph of every task it runs at once), and
+            for large images. ``None``: the whole batch.
 
     Example:
         >>> import torch, torch.nn.functional as F, metalearn as ml
@@ -284,9 +287,22 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.restore_best = restore_best
         self.distributed = dist.is_distributed() if distributed is None else bool(distributed)
+        # Drawing the batch chunk by chunk (tasks identical to the whole batch's), when the
+        # batch is ours to draw and the sampler can.
+        self._sample_chunks: Callable[[], tuple[Iterator[TaskBatch], int]] | None = None
+        if sample_batch is None and callable(getattr(sampler, "sample_chunks", None)):
+            self._sample_chunks = lambda: (
+                sampler.sample_chunks(self.meta_batch_size, self.chunk_size, self.generator),
+                self.meta_batch_size,
+            )
         if self.distributed:
             stream = TaskStream(sampler, meta_batch_size, seed=seed)
             # Meta-batch t depends only on (seed, t): nothing to checkpoint, exact on resume.
+            if sample_batch is None:
+                self._sample_chunks = lambda: (
+                    stream.sample_chunks(self.iteration, self.chunk_size),
+                    stream.local_batch_size,
+                )
             sample_batch = sample_batch or (lambda s, n, g: stream.sample(self.iteration))
             reduce_gradients = reduce_gradients or dist.average_gradients
             is_main_process = is_main_process and dist.is_main_process()
@@ -337,17 +353,26 @@ class Trainer:
         norms = torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])
         return float(torch.linalg.vector_norm(norms))
 
-    def _forward_backward(self, batch: TaskBatch) -> tuple[float, dict[str, float]]:
-        """Meta-loss and metrics of ``batch``, its meta-gradient added to the ``.grad``s.
-
-        With ``chunk_size`` the batch goes through in chunks, each meta-loss weighted by the
-        chunk's share of the tasks: the sum of the chunks' gradients is the batch's.
-        """
+    def _chunks(self) -> tuple[Iterable[TaskBatch], int]:
+        """This step's tasks, in chunks of ``chunk_size`` (one chunk without), and their number."""
+        if self.chunk_size is not None and self._sample_chunks is not None:
+            return self._sample_chunks()  # each chunk's images read when its turn comes
+        batch = self.sample_batch(self.sampler, self.meta_batch_size, self.generator)
         whole = self.chunk_size is None or self.chunk_size >= batch.num_tasks
-        chunks = [batch] if whole else batch.chunk(self.chunk_size)
+        return [batch] if whole else batch.chunk(self.chunk_size), batch.num_tasks
+
+    def _forward_backward(
+        self, chunks: Iterable[TaskBatch], num_tasks: int
+    ) -> tuple[float, dict[str, float]]:
+        """Meta-loss and metrics of the tasks, their meta-gradient added to the ``.grad``s.
+
+        In chunks, each meta-loss is weighted by the chunk's share of the tasks: the sum of the
+        chunks' gradients is the batch's.
+        """
         meta_loss, metrics = 0.0, {}
         for chunk in chunks:
-            share = chunk.num_tasks / batch.num_tasks
+            share = chunk.num_tasks / num_tasks
+            whole = share == 1
             chunk = chunk.to(device=self.device, dtype=self.dtype)
             with self._autocast():
                 out = self.learner(chunk)
@@ -373,9 +398,9 @@ class Trainer:
         on_iteration = getattr(self.learner, "on_iteration", None)
         if callable(on_iteration):
             on_iteration(self.iteration)
-        batch = self.sample_batch(self.sampler, self.meta_batch_size, self.generator)
+        chunks, num_tasks = self._chunks()
         self.optimizer.zero_grad(set_to_none=True)
-        meta_loss, task_metrics = self._forward_backward(batch)
+        meta_loss, task_metrics = self._forward_backward(chunks, num_tasks)
         if self.reduce_gradients is not None:
             # Before any check, so that every rank reaches the collective and a NaN on one
             # rank reaches all of them through the averaged gradient.
