@@ -122,8 +122,7 @@ class _MaxPool2x2(torch.autograd.Function):
     def forward(ctx, x: Tensor) -> Tensor:
         a00, a01, a10, a11 = _quarters(x)
         top, bottom = torch.maximum(a00, a01), torch.maximum(a10, a11)
-        width = x.shape[-1]
-        # max_pool2d's index: the first maximum in row-major order, so a tie goes to the top
+        # max_pool2d's choice: the first maximum in row-major order, so a tie goes to the top
         # row, then to the left column.
         lower = bottom > top
         right_top, right_bottom = a01 > a00, a11 > a10

@@ -35,9 +35,9 @@ def speedup(model: nn.Module) -> nn.Module:
     Every ``nn.MaxPool2d(2)`` (window 2, stride 2, no padding, dilation 1, floor) becomes a
     :class:`~metalearn.models.MaxPool2x2`, whose CPU path computes the same values, gradients
     and second-order gradients (ties included, tested) about twice as fast and keeps only a
-    one-byte code per window for the backward (less memory in a MAML step). The module object stays the
-    same (its class changes to a subclass of ``nn.MaxPool2d``), so hooks, ``isinstance``
-    checks and the ``state_dict`` are unaffected. Inside an ``nn.Sequential``, an
+    one-byte code per window for the backward (less memory in a MAML step). The module object
+    stays the same (its class changes to a subclass of ``nn.MaxPool2d``), so hooks,
+    ``isinstance`` checks and the ``state_dict`` are unaffected. Inside an ``nn.Sequential``, an
     ``nn.ReLU`` directly followed by such a pool is reordered to pool-then-ReLU (the same
     function and gradients, on a quarter of the elements, as in
     :class:`~metalearn.models.ConvBlock`) unless either has hooks. Modules with other
