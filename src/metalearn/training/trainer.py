@@ -190,9 +190,9 @@ class Trainer:
             run, see the same tasks), gradients and metrics are averaged across ranks, and only
             rank 0 writes files and shows progress. ``True`` without a process group runs the
             same task stream in one process.
-        tune_allocator: on CPU, call :func:`metalearn.tune_cpu_allocator` (keep freed memory
-            for reuse instead of paying page faults for every large activation; about a
-            quarter of a Conv-4 step). Affects the whole process.
+        tune_allocator: on CPU, call :func:`metalearn.tune_cpu_allocator` (reuse freed
+            blocks under 32 MiB instead of paying page faults for them again; over a quarter
+            of a Conv-4 step). Affects the whole process.
         reduce_gradients: called as ``reduce_gradients(learner)`` after every backward, before
             the gradient is checked and clipped (e.g. an all-reduce that averages across ranks).
         chunk_size: run the meta-batch through the learner this many tasks at a time, each
