@@ -368,3 +368,26 @@ def test_init_distributed_names_missing_launcher_variables(monkeypatch):
 def test_spawn_rejects_bad_world_size():
     with pytest.raises(ValueError, match="world_size must be >= 1, got 0"):
         spawn(_failing_worker, 0)
+
+
+def test_stream_chunks_are_its_shard_drawn_one_chunk_at_a_time():
+    calls = []
+
+    class Logged:
+        def sample(self, num_tasks, generator=None):
+            calls.append(num_tasks)
+            return sampler().sample(num_tasks, generator)
+
+    stream = TaskStream(Logged(), 6, seed=SEED, rank=1, world_size=2)
+    whole = stream.sample(4)
+    calls.clear()
+    chunks = stream.sample_chunks(4, 2)
+    assert calls == []  # nothing drawn until the iterator reaches a chunk
+    first = next(chunks)
+    assert calls == [1, 1] and first.num_tasks == 2
+    joined = ml.tasks.TaskBatch.concat([first, *chunks])
+    assert calls == [1, 1, 1] and joined.num_tasks == 3
+    for a, b in [(joined.support, whole.support), (joined.query, whole.query)]:
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    with pytest.raises(ValueError, match="chunk_size"):
+        stream.sample_chunks(4, 0)
