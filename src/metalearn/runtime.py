@@ -22,9 +22,9 @@ def tune_cpu_allocator() -> bool:
 
     glibc's ``malloc`` adapts as it goes: it serves large blocks with fresh ``mmap`` calls
     until one is freed, and hands the top of its heap back to the OS whenever more than twice
-    the largest freed block lies free there. A second-order meta-step frees and reallocates tens of
-    megabytes per task, so its memory is page-faulted in again task after task (over a quarter
-    of a MiniImagenet Conv-4 MAML step on one thread, benchmarks/RESULTS.md). This fixes the
+    the largest freed block lies free there. A second-order meta-step frees and reallocates
+    tens of megabytes per task, so its memory is page-faulted in again task after task (over a
+    quarter of a MiniImagenet Conv-4 MAML step on one thread, benchmarks/RESULTS.md). This fixes the
     ``mmap`` threshold at 32 MiB (glibc's largest) and turns trimming off: every block under
     32 MiB is reused from the heap, as PyTorch's CUDA caching allocator reuses GPU memory,
     while larger ones (a MiniImagenet query set's 68 MB first feature map) still get their own

@@ -142,8 +142,7 @@ class _MaxPool2x2(torch.autograd.Function):
         shape, stride = ctx.layout
         width = shape[-1]
         rows, cols = code.shape[-2:]
-        lower = code >> 1
-        index = lower.to(torch.int64)
+        index = (code >> 1).to(torch.int64)  # lower row?
         index *= width
         index += code & 1
         corner = torch.arange(0, 2 * rows * width, 2 * width, device=code.device).view(-1, 1)
