@@ -87,6 +87,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner-lr", type=float, default=0.4)
     p.add_argument("--first-order", action="store_true", help="MAML without second order")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's meta learning rate")
+    p.add_argument(
+        "--lr-schedule", choices=("constant", "cosine"), default="constant",
+        help="cosine: the meta learning rate decays to 0 over --iterations",
+    )  # fmt: skip
     p.add_argument("--lam", type=float, default=1.0, help="imaml: proximal strength")
     p.add_argument("--context-size", type=int, default=100, help="cavia: context parameters")
     p.add_argument(
@@ -187,6 +191,15 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
     return ml.Pretrain(model, F.cross_entropy, **common)
 
 
+def lr_schedule(
+    args: argparse.Namespace, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``--lr-schedule``: None (constant) or a cosine decay to 0 over ``--iterations``."""
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.iterations)
+    return None
+
+
 def head_only(args: argparse.Namespace, model: ml.models.Conv4) -> ml.Pretrain:
     """The few-shot learner of pretrain-global: fine-tunes only ``model``'s head."""
     return ml.Pretrain(
@@ -237,6 +250,7 @@ def pretrain_global(
     )
     net = conv4(args, train.num_classes)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    schedule = lr_schedule(args, optimizer)
     generator = torch.Generator().manual_seed(args.seed)
     size = min(len(images), args.meta_batch * args.ways * (1 + args.queries))
     for iteration in range(args.iterations):
@@ -246,6 +260,8 @@ def pretrain_global(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         accuracy = (logits.argmax(1) == labels[rows]).float().mean().item()
         try:
             callback(iteration, {"loss": loss.item(), "accuracy": accuracy})
@@ -416,7 +432,6 @@ def main(argv: list[str] | None = None) -> dict:
             tasks = ml.tasks.FewShot(
                 train, args.ways, 1, args.queries, augment=augment if args.augment else None
             )
-            optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
             # Probe tasks have the training N, so the curve needs no narrowing.
             probe = test_samplers(args.root, args.ways, args.test_queries, args.protocols[:1])
             probe = next(iter(probe.values()))
@@ -446,9 +461,12 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.learner == "pretrain-global":
                     learner = pretrain_global(args, train, log)
                 else:
+                    optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
+                    schedule = lr_schedule(args, optimizer)
                     ml.train(
                         learner, tasks, optimizer, args.iterations, args.meta_batch,
                         seed=args.seed, progress=not args.no_progress, callback=log,
+                        scheduler=schedule,
                     )  # fmt: skip
             except TimeBudgetSpent:
                 print(f"time budget spent after {trained['iterations']} iterations", flush=True)

@@ -228,3 +228,38 @@ def test_load_evaluates_a_saved_learner_again_with_support_copies(
         example.main([*common, "--load", str(out / "missing.pt")])
     with pytest.raises(SystemExit, match="no meta-trained state"):
         example.main([*common, "--learner", "pixel-nn", "--load", str(out / "maml_3way.pt")])
+
+
+@pytest.mark.parametrize("learner", ["maml", "pretrain-global"])
+def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
+    load_example, tmp_path, monkeypatch, learner
+):
+    import functools
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    monkeypatch.setattr(
+        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
+    )
+    example = load_example("omniglot_minimal")
+    made = []
+
+    def recording(args, optimizer):
+        made.append(example_schedule(args, optimizer))
+        return made[-1]
+
+    example_schedule = example.lr_schedule
+    monkeypatch.setattr(example, "lr_schedule", recording)
+    argv = [
+        "--root", str(tmp_path / "data"), "--learner", learner, "--ways", "2",
+        "--iterations", "3", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "2",
+        "--curve-every", "0", "--test-steps", "1", "--queries", "1", "--test-queries", "1",
+        "--out", str(tmp_path / "out"), "--no-progress", "--lr", "0.01",
+    ]  # fmt: skip
+    example.main([*argv, "--lr-schedule", "cosine"])
+    (schedule,) = made
+    assert schedule.last_epoch == 3  # stepped once per meta-update
+    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    example.main(argv)  # constant, the default: no schedule
+    assert made[1] is None
