@@ -244,12 +244,12 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
     )
     example = load_example("omniglot_minimal")
     made = []
+    example_schedule = example.lr_schedule
 
     def recording(args, optimizer):
         made.append(example_schedule(args, optimizer))
         return made[-1]
 
-    example_schedule = example.lr_schedule
     monkeypatch.setattr(example, "lr_schedule", recording)
     argv = [
         "--root", str(tmp_path / "data"), "--learner", learner, "--ways", "2",
