@@ -99,6 +99,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=False,
         help="random affine distortions of the training characters",
     )
+    p.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train on every character reflected left to right (twice the classes)",
+    )
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument(
         "--downsample",
@@ -427,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
             trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]
             started -= train_seconds  # the row's wall time: the saved training's and this test's
         elif args.learner != "scratch":
-            train = ml.datasets.Omniglot(args.root, "train", "minimal")
+            train = ml.datasets.Omniglot(args.root, "train", "minimal", mirror=args.mirror)
             augment = distortions()
             tasks = ml.tasks.FewShot(
                 train, args.ways, 1, args.queries, augment=augment if args.augment else None

@@ -263,3 +263,31 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
     assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     example.main(argv)  # constant, the default: no schedule
     assert made[1] is None
+
+
+def test_mirror_adds_reflected_training_characters_and_leaves_the_test_alone(
+    load_example, tmp_path, monkeypatch
+):
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    loaded = []
+    original = ml.datasets.Omniglot
+
+    def recording(*args, **kwargs):
+        loaded.append(original(*args, check_classes=False, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(ml.datasets, "Omniglot", recording)
+    argv = [
+        "--root", str(tmp_path / "data"), "--ways", "2", "--iterations", "1",
+        "--meta-batch", "2", "--hidden", "4", "--test-tasks", "2", "--curve-every", "0",
+        "--test-steps", "1", "--queries", "1", "--test-queries", "1",
+        "--out", str(tmp_path / "out"), "--no-progress", "--mirror",
+    ]  # fmt: skip
+    summary = load_example("omniglot_minimal").main(argv)
+    train, *tests = loaded
+    assert train.split == "train" and train.mirror
+    assert train.num_classes == 2 * 4 * len(train.base_names)  # plain and mirrored, 4 angles
+    assert tests and all(t.split == "test" and not t.mirror and t.rotations == (0,) for t in tests)
+    assert summary["options"]["mirror"] is True

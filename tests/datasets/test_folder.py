@@ -63,6 +63,9 @@ def test_fewshot_within_group_on_a_folder(tmp_path):
     groups = ds.class_groups
     for row in batch.info["classes"].tolist():
         assert len({groups[c] for c in row}) == 1 and groups[row[0]].startswith("lineA")
+    mirrored = ImageFolder(source, image_size=8, mirror=True)
+    assert mirrored.class_groups[:2] == ["lineA", "lineA/mirror"]
+    assert torch.equal(mirrored.images(1), mirrored.images(0).flip(-1))
 
 
 def test_prepare_caches_a_folder_and_a_zip(tmp_path):

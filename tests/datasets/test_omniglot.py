@@ -52,6 +52,10 @@ def test_images_are_resized_inverted_and_rotated(omniglot_root):
     for k in range(1, 4):
         assert torch.equal(ds.images(k), torch.rot90(x, k, dims=(-2, -1)))
     assert Omniglot(omniglot_root, "val", rotations=(0,), **TINY).num_classes == 2
+    mirrored = Omniglot(omniglot_root, "val", mirror=True, **TINY)
+    assert mirrored.num_classes == 2 * 8 and mirrored.alphabets == ds.alphabets
+    assert mirrored.class_names[5] == "background/Armenian/character01/mirror/rot090"
+    assert torch.equal(mirrored.images(5), torch.rot90(x.flip(-1), 1, dims=(-2, -1)))
 
 
 def test_zips_and_folders_agree(omniglot_root, omniglot_zip_root):

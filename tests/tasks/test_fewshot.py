@@ -129,6 +129,31 @@ def test_rotated_classes_are_sampled_rotated():
             assert any(torch.equal(base, o) for o in originals)
 
 
+def test_mirrored_classes_are_reflected_then_rotated():
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (4, 5, 5), dtype=np.uint8)
+    ds = ImageClasses.from_labels(
+        data, [0, 0, 1, 1], ["a", "b"], rotations=(0, 90), groups=["g", "h"], mirror=True
+    )
+    assert ds.num_classes == 8
+    assert ds.class_names[:4] == ["a/rot000", "a/rot090", "a/mirror/rot000", "a/mirror/rot090"]
+    assert ds.class_groups[4:] == ["h/rot000", "h/rot090", "h/mirror/rot000", "h/mirror/rot090"]
+    for base in (0, 1):
+        x = ds.images(4 * base)
+        assert torch.equal(x, torch.from_numpy(data[2 * base : 2 * base + 2, None]) / 255)
+        assert torch.equal(ds.images(4 * base + 1), torch.rot90(x, 1, dims=(-2, -1)))
+        assert torch.equal(ds.images(4 * base + 2), x.flip(-1))
+        assert torch.equal(ds.images(4 * base + 3), torch.rot90(x.flip(-1), 1, dims=(-2, -1)))
+    # One gather of mixed classes transforms each image by its own class.
+    both = ds.gather(torch.tensor([3, 0, 6]), torch.tensor([[1], [0], [1]]))
+    for row, (c, i) in enumerate([(3, 1), (0, 0), (6, 1)]):
+        assert torch.equal(both[row, 0], ds.images(c, [i])[0])
+    plain = ImageClasses.from_labels(data, [0, 0, 1, 1], ["a", "b"], mirror=True)
+    assert plain.class_names == ["a", "a/mirror", "b", "b/mirror"]
+    with pytest.raises(TypeError, match="mirror"):
+        ImageClasses.from_labels(data, [0, 0, 1, 1], mirror="yes")
+
+
 def test_evaluate_uses_a_fixed_task_set():
     torch.manual_seed(0)
     tasks = FewShot(coded_dataset(classes=6, per_class=6), n_way=3, k_shot=1, k_query=2)

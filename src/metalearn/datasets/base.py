@@ -42,7 +42,10 @@ class ImageClasses:
     ``rotations`` turns every stored class into ``len(rotations)`` classes, the same images
     rotated counter-clockwise by that many degrees (Omniglot's rotated classes, Santoro et al.
     2016; Vinyals et al. 2016). Class ``c`` is stored class ``c // len(rotations)`` rotated by
-    ``rotations[c % len(rotations)]``.
+    ``rotations[c % len(rotations)]``. ``mirror=True`` doubles the classes again with the
+    images reflected left to right (before any rotation): a mirrored character is a new
+    character, as a rotated one is. Then class ``c`` is stored class ``c // (2 * R)``, reflected
+    when ``(c // R) % 2`` is 1, rotated by ``rotations[c % R]`` (``R = len(rotations)``).
 
     Args:
         data: ``uint8`` images ``[N, H, W, C]`` or ``[N, H, W]``.
@@ -53,6 +56,8 @@ class ImageClasses:
             family); :class:`~metalearn.tasks.FewShot` can draw all classes of a task from one
             group (``groups=ds.class_groups``). A rotated class is its own group's rotation
             (``group/rotDDD``), so a within-group task never mixes orientations.
+        mirror: add each class reflected left to right as a new class (``name/mirror``,
+            ``name/mirror/rotDDD``; its group likewise), doubling :attr:`num_classes`.
         channels_first: ``data`` is ``[N, C, H, W]`` (the prepared cache's layout). Colour
             images given ``[N, H, W, C]`` are copied once to channels-first; grayscale and
             channels-first data are used as they are (memory maps are never read whole).
@@ -75,6 +80,7 @@ class ImageClasses:
         *,
         rotations: Sequence[int] = (0,),
         groups: Sequence[str] | None = None,
+        mirror: bool = False,
         channels_first: bool = False,
         source: str = "",
     ) -> None:
@@ -120,20 +126,27 @@ class ImageClasses:
                     f"rows of class {class_names[i]!r} fall outside data ({len(data)} images)"
                 )
             table[i, : sizes[i]] = rows
+        if not isinstance(mirror, bool):
+            raise TypeError(f"mirror must be True or False, got {mirror!r}")
         if rotations != (0,) and data.shape[2] != data.shape[3]:
             raise ValueError(f"rotations need square images, got {data.shape[2:]}")
         self.data = data
         self.source = source
         self.rotations = rotations
+        self.mirror = mirror
         self.base_names = list(class_names)
         self._rows = table
         self._base_sizes = sizes
-        n_rot = len(rotations)
-        self._class_base = np.repeat(np.arange(len(class_rows)), n_rot)
-        self._class_turns = np.tile(np.array([r // 90 % 4 for r in rotations]), len(class_rows))
+        n_rot, n_flip = len(rotations), 1 + mirror
+        self._class_base = np.repeat(np.arange(len(class_rows)), n_flip * n_rot)
+        turns = np.array([r // 90 % 4 for r in rotations])
+        self._class_turns = np.tile(turns, n_flip * len(class_rows))
+        self._class_flips = np.tile(np.repeat(np.arange(n_flip), n_rot), len(class_rows)) == 1
         self._sizes = sizes[self._class_base]
-        self._names = _rotated(class_names, rotations)
-        self._groups = None if groups is None else _rotated([str(g) for g in groups], rotations)
+        self._names = _variants(class_names, rotations, mirror)
+        self._groups = (
+            None if groups is None else _variants([str(g) for g in groups], rotations, mirror)
+        )
         self._offsets = np.concatenate([[0], np.cumsum(self._sizes)])
 
     @classmethod
@@ -191,12 +204,12 @@ class ImageClasses:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes (stored classes times rotations)."""
+        """Number of classes (stored classes times rotations, times 2 with ``mirror``)."""
         return len(self._names)
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in class-index order (``name/rotDDD`` for rotated classes)."""
+        """Class names in class-index order (``name/rotDDD`` rotated, ``name/mirror`` mirrored)."""
         return list(self._names)
 
     @property
@@ -266,6 +279,10 @@ class ImageClasses:
         rows = self._rows[self._class_base[classes][:, None], idx].reshape(-1)
         raw = torch.from_numpy(self.data[rows])  # [M*k, C, H, W] uint8: the only read
         out = raw.to(torch.float32).div_(255.0).view(m, k, *self.image_shape)
+        flips = np.flatnonzero(self._class_flips[classes])
+        if flips.size:
+            sel = torch.from_numpy(flips)
+            out[sel] = torch.flip(out[sel], dims=(-1,))
         turns = self._class_turns[classes]
         for t in np.unique(turns):
             if t:
@@ -281,8 +298,12 @@ class ImageClasses:
         )
 
 
-def _rotated(names: Sequence[str], rotations: tuple[int, ...]) -> list[str]:
-    """Per-class names after rotation: ``name/rotDDD`` for each angle, or unchanged for ``(0,)``."""
-    if rotations == (0,):
-        return list(names)
-    return [f"{n}/rot{r:03d}" for n in names for r in rotations]
+def _variants(names: Sequence[str], rotations: tuple[int, ...], mirror: bool) -> list[str]:
+    """Per-class names of the rotated and mirrored copies, in class-index order.
+
+    ``name/rotDDD`` for each angle (just ``name`` for ``rotations=(0,)``), then with ``mirror``
+    the same again under ``name/mirror``.
+    """
+    rots = [""] if rotations == (0,) else [f"/rot{r:03d}" for r in rotations]
+    flips = ["", "/mirror"] if mirror else [""]
+    return [f"{n}{f}{r}" for n in names for f in flips for r in rots]

@@ -224,6 +224,7 @@ class ImageFolder(ImageClasses):
         mode: ``"RGB"`` (3 channels) or ``"L"`` (grayscale, 1 channel).
         invert: store ``255 - pixel``.
         rotations: rotated copies of every class as new classes (multiples of 90).
+        mirror: also add every (rotated) class reflected left to right as a new class.
         extensions: file endings that count as images (case-insensitive).
         format: ``"auto"`` (the cache if prepared with these settings, else the files),
             ``"cache"`` or ``"files"``.
@@ -247,6 +248,7 @@ class ImageFolder(ImageClasses):
         mode: str = "RGB",
         invert: bool = False,
         rotations: Sequence[int] = (0,),
+        mirror: bool = False,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         format: str = "auto",
     ) -> None:
@@ -277,6 +279,6 @@ class ImageFolder(ImageClasses):
             self.format = "files"
         groups = [ImageClass(n, ()).group for n in names]
         super().__init__(
-            data, rows, names, rotations=rotations, groups=groups,
+            data, rows, names, rotations=rotations, groups=groups, mirror=mirror,
             channels_first=cached is not None, source=source,
         )  # fmt: skip

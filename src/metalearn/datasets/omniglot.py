@@ -221,6 +221,8 @@ class Omniglot(ImageClasses):
             alphabets only small2 has, 106 characters).
         image_size: side of the returned images (28 in the papers).
         rotations: rotation angles (multiples of 90); ``(0,)`` for no rotated classes.
+        mirror: also add every (rotated) character reflected left to right as a new class,
+            doubling the classes (``name/mirror/rotDDD``); for meta-training sets.
         seed: seed of the MAML split.
         format: ``"auto"`` (the cache if prepared for ``image_size``, else the files),
             ``"cache"`` or ``"files"``.
@@ -251,6 +253,7 @@ class Omniglot(ImageClasses):
         *,
         image_size: int = 28,
         rotations: Sequence[int] = (0, 90, 180, 270),
+        mirror: bool = False,
         seed: int = 0,
         format: str = "auto",
         check_classes: bool = True,
@@ -308,7 +311,7 @@ class Omniglot(ImageClasses):
         self.split_mode = split_mode
         super().__init__(
             data, rows, names, rotations=rotations, groups=[n.split("/")[1] for n in names],
-            channels_first=cached is not None, source=source,
+            mirror=mirror, channels_first=cached is not None, source=source,
         )  # fmt: skip
 
     @property
