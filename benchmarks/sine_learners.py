@@ -8,8 +8,8 @@ backward, optimizer step) on a fixed batch of 25 tasks, with the learners interl
 round so that a noisy machine slows all of them alike.
 
 CAVIA's MLP takes 1 + 5 inputs (the 5 context parameters are concatenated to x: 6-40-40-1).
-ProtoNet and ProtoMAML are not in the table: they classify (prototypes of classes), and sine is
-regression.
+ProtoNet, ProtoMAML and UnicornMAML are not in the table: they classify (prototypes of classes;
+one shared start for every class's head row), and sine is regression.
 
 Run (a few minutes on 2 CPU cores)::
 
@@ -39,7 +39,11 @@ REPTILE_STEPS = 5
 # lam = 1, 5 conjugate-gradient steps (0.1 made 10 test-time steps diverge).
 CAVIA_CONTEXT, CAVIA_LR = 5, 1.0
 IMAML_LR, IMAML_STEPS, IMAML_LAM, IMAML_CG = 0.01, 10, 1.0, 5
-NOT_APPLICABLE = ("ProtoNet", "ProtoMAML")  # classifiers: "not applicable (classification)"
+NOT_APPLICABLE = (
+    "ProtoNet",
+    "ProtoMAML",
+    "UnicornMAML",
+)  # classifiers: "not applicable (classification)"
 
 
 def learners(iterations: int) -> dict[str, Callable[[], tuple[ml.Learner, str]]]:

@@ -47,7 +47,7 @@ from metalearn.training.evaluate import task_seed
 
 LEARNERS = (
     "maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain",
-    "protonet", "protomaml", "imaml", "cavia", "pretrain-global",
+    "protonet", "protomaml", "unicorn", "zero-head", "imaml", "cavia", "pretrain-global",
 )  # fmt: skip
 BASELINES = ("pixel-nn", "scratch")
 PROTOCOLS = ("any-class", "within-alphabet")
@@ -90,6 +90,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--lr-schedule", choices=("constant", "cosine"), default="constant",
         help="cosine: the meta learning rate decays to 0 over --iterations",
+    )  # fmt: skip
+    p.add_argument(
+        "--schedule-iterations", type=int, default=0,
+        help="iterations the cosine spans (0: --iterations); --iterations DONE "
+        "--schedule-iterations PLANNED repeats a run that --max-minutes stopped early",
     )  # fmt: skip
     p.add_argument("--lam", type=float, default=1.0, help="imaml: proximal strength")
     p.add_argument("--context-size", type=int, default=100, help="cavia: context parameters")
@@ -170,6 +175,11 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
         return ml.ProtoNet(model, embedding="body")
     if name == "protomaml":
         return ml.ProtoMAML(model, F.cross_entropy, first_order=args.first_order, **common)
+    if name in ("unicorn", "zero-head"):
+        init = "learned" if name == "unicorn" else "zero"
+        return ml.UnicornMAML(
+            model, F.cross_entropy, first_order=args.first_order, head_init=init, **common
+        )
     if name == "imaml":
         return ml.IMAML(model, F.cross_entropy, lam=args.lam, **common)
     if name == "cavia":
@@ -200,9 +210,15 @@ def build_learner(args: argparse.Namespace) -> ml.Learner:
 def lr_schedule(
     args: argparse.Namespace, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """``--lr-schedule``: None (constant) or a cosine decay to 0 over ``--iterations``."""
+    """``--lr-schedule``: None (constant) or a cosine decay to 0 over ``--schedule-iterations``
+    (default ``--iterations``)."""
+    if args.schedule_iterations < 0:
+        raise SystemExit(f"--schedule-iterations {args.schedule_iterations}: must be >= 0")
     if args.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.iterations)
+        span = args.schedule_iterations or args.iterations
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, span)
+    if args.schedule_iterations:
+        raise SystemExit("--schedule-iterations: only with --lr-schedule cosine")
     return None
 
 

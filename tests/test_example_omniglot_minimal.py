@@ -57,7 +57,9 @@ def _fakes():
     return module
 
 
-@pytest.mark.parametrize("learner", ["protonet", "protomaml", "imaml", "cavia", "pretrain-global"])
+@pytest.mark.parametrize(
+    "learner", ["protonet", "protomaml", "unicorn", "imaml", "cavia", "pretrain-global"]
+)
 def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypatch, learner):
     # Tiny generated minimal sets (2 train, 2 test alphabets): 2 iterations, 2-way.
     import functools
@@ -80,6 +82,32 @@ def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypa
     for protocol in ("any-class", "within-alphabet"):
         assert 0.0 <= summary["accuracy"][protocol]["mean"] <= 1.0
     assert (tmp_path / "out" / f"{learner}_2way.json").exists()
+
+
+def test_zero_head_keeps_its_zero_start_through_meta_training(load_example, tmp_path, monkeypatch):
+    import functools
+    from pathlib import Path
+
+    import torch
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    subset = functools.partial(ml.datasets.Omniglot, check_classes=False)
+    monkeypatch.setattr(ml.datasets, "Omniglot", subset)
+    config = Path(__file__).parents[1] / "configs" / "omniglot_minimal" / "unicorn_5way.yaml"
+    argv = [
+        "--root", str(tmp_path / "data"), "--config", str(config), "--ways", "2",
+        "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
+        "--curve-every", "0", "--test-steps", "1", "--out", str(tmp_path / "out"),
+        "--no-progress", "--queries", "1", "--test-queries", "1",
+    ]  # fmt: skip
+    example = load_example("omniglot_minimal")
+    example.main([*argv, "--learner", "zero-head"])
+    state = torch.load(tmp_path / "out" / "zero-head_2way.pt")
+    assert not state["head_weight"].any() and not state["head_bias"].any()
+    example.main(argv)  # unicorn: the shared row is meta-learned, so it moves
+    assert torch.load(tmp_path / "out" / "unicorn_2way.pt")["head_weight"].any()
 
 
 def _configs():
@@ -263,6 +291,54 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
     assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     example.main(argv)  # constant, the default: no schedule
     assert made[1] is None
+
+
+def test_schedule_iterations_repeats_a_run_the_time_budget_stopped(
+    load_example, tmp_path, monkeypatch
+):
+    # A cosine planned over 4 iterations, stopped by --max-minutes after 2, ends in the same
+    # weights as --iterations 2 --schedule-iterations 4, and not in those of a 2-iteration cosine.
+    import functools
+    import types
+
+    import torch
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    monkeypatch.setattr(
+        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
+    )
+    example = load_example("omniglot_minimal")
+    argv = [
+        "--root", str(tmp_path / "data"), "--ways", "2", "--meta-batch", "2", "--hidden", "4",
+        "--test-tasks", "2", "--curve-every", "0", "--test-steps", "1", "--queries", "1",
+        "--test-queries", "1", "--no-progress", "--lr", "0.05", "--lr-schedule", "cosine",
+    ]  # fmt: skip
+
+    def weights(*options: str) -> dict:
+        out = tmp_path / "-".join(options)
+        summary = example.main([*argv, *options, "--out", str(out)])
+        state = torch.load(out / "maml_2way.pt")
+        return summary["iterations_done"], state
+
+    # A clock that advances a minute per reading: the example reads it once at the start and
+    # once per meta-update (no probes), so a 1.5-minute budget ends after 2 updates.
+    clock = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(example, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    stopped = weights("--iterations", "4", "--max-minutes", "1.5")
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
+    )
+    repeated = weights("--iterations", "2", "--schedule-iterations", "4")
+    shorter = weights("--iterations", "2")
+    assert stopped[0] == repeated[0] == shorter[0] == 2
+    for name, value in stopped[1].items():
+        torch.testing.assert_close(repeated[1][name], value, rtol=0, atol=0)
+    assert any(not torch.equal(shorter[1][n], v) for n, v in stopped[1].items())
+    with pytest.raises(SystemExit, match="only with --lr-schedule cosine"):
+        example.main([*argv[:-2], "--schedule-iterations", "4", "--iterations", "1"])
 
 
 def test_mirror_adds_reflected_training_characters_and_leaves_the_test_alone(

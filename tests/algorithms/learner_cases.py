@@ -39,6 +39,7 @@ LEARNERS: dict[str, tuple[Factory, bool]] = {
     "Pretrain": (lambda model, loss, **kw: ml.Pretrain(model, loss, 0.3, 2, **kw), True),
     "CAVIA": (lambda model, loss, **kw: ml.CAVIA(model, loss, 0.3, 2, context_size=2, **kw), True),
     "ProtoMAML": (lambda model, loss, **kw: ml.ProtoMAML(model, loss, 0.1, 2, **kw), True),
+    "UnicornMAML": (lambda model, loss, **kw: ml.UnicornMAML(model, loss, 0.3, 2, **kw), True),
 }
 
 
@@ -78,7 +79,12 @@ PROBLEMS = {
 }
 # Learners that need another model (or task) for a problem: CAVIA's context enters the MLP's
 # input and the conv net's feature maps (FiLM); ProtoMAML classifies, so its "mlp" problem is
-# a 3-way classification with an MLP.
+# a 3-way classification with an MLP (as UnicornMAML's, whose head rows start equal).
+_MLP_CLASSIFICATION = (
+    lambda: ml.models.MLP([4, 5, 5, 3], activation=nn.Tanh),
+    F.cross_entropy,
+    mlp_classification_batch,
+)
 OWN_PROBLEMS = {
     ("CAVIA", "mlp"): (
         lambda: ml.models.MLP([1 + 2, 5, 5, 1], activation=nn.Tanh),
@@ -90,11 +96,8 @@ OWN_PROBLEMS = {
         F.cross_entropy,
         classification_batch,
     ),
-    ("ProtoMAML", "mlp"): (
-        lambda: ml.models.MLP([4, 5, 5, 3], activation=nn.Tanh),
-        F.cross_entropy,
-        mlp_classification_batch,
-    ),
+    ("ProtoMAML", "mlp"): _MLP_CLASSIFICATION,
+    ("UnicornMAML", "mlp"): _MLP_CLASSIFICATION,
 }
 
 

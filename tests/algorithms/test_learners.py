@@ -1,6 +1,7 @@
 """One table of checks run over every learner (MAML, FOMAML, ANIL, Meta-SGD, Reptile, MAML++,
-Pretrain, CAVIA, ProtoMAML) on a tiny MLP (regression) and a tiny conv net with metalearn BatchNorm
-(classification). Learner-specific checks live in the test_<learner>.py files."""
+Pretrain, CAVIA, ProtoMAML, UnicornMAML) on a tiny MLP (regression) and a tiny conv net with
+metalearn BatchNorm (classification). Learner-specific checks live in the test_<learner>.py
+files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ EXACT_CASES = [(n, p) for n in EXACT for p in PROBLEMS]
 # whose inner loop differs there: BatchNorm adapting (MAML), head only (ANIL), per-step
 # BatchNorm (MAML++).
 CASES = [(n, "mlp") for n in ALL] + [
-    (n, "conv") for n in ("ANIL", "CAVIA", "MAML", "MAMLPlusPlus", "ProtoMAML")
+    (n, "conv") for n in ("ANIL", "CAVIA", "MAML", "MAMLPlusPlus", "ProtoMAML", "UnicornMAML")
 ]
 
 
@@ -55,8 +56,8 @@ def test_to_device(device, name, backend):
     out = learner(batch)
     out.loss.backward()
     assert out.loss.device.type == device.type
-    # ProtoMAML overwrites its head with the prototypes for every task: no gradient there.
-    unused = ("model.head.",) if name == "ProtoMAML" else ()
+    # ProtoMAML and UnicornMAML overwrite the head for every task: no gradient there.
+    unused = ("model.head.",) if name in ("ProtoMAML", "UnicornMAML") else ()
     for n, p in learner.named_parameters():
         assert p.device.type == device.type
         assert n.startswith(unused) or (p.grad is not None and p.grad.device.type == device.type)

@@ -15,6 +15,7 @@ from metalearn.algorithms.pretrain import Pretrain
 from metalearn.algorithms.protomaml import ProtoMAML
 from metalearn.algorithms.protonet import ProtoNet
 from metalearn.algorithms.reptile import Reptile
+from metalearn.algorithms.unicorn import UnicornMAML
 
 __all__ = [
     "ANIL",
@@ -30,6 +31,7 @@ __all__ = [
     "ProtoMAML",
     "ProtoNet",
     "Reptile",
+    "UnicornMAML",
     "conjugate_gradient",
     "custom_meta_gradient",
     "hvp",
