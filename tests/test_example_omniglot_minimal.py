@@ -46,6 +46,20 @@ def test_report_table_and_curves(load_example, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+@pytest.fixture
+def fake_minimal(tmp_path, monkeypatch):
+    """Tiny generated minimal sets (2 train, 2 test alphabets) that ``Omniglot`` reads; their
+    root."""
+    import functools
+
+    import metalearn as ml
+
+    _fakes().write_omniglot_minimal(tmp_path / "data")
+    subset = functools.partial(ml.datasets.Omniglot, check_classes=False)
+    monkeypatch.setattr(ml.datasets, "Omniglot", subset)
+    return tmp_path / "data"
+
+
 def _fakes():
     import importlib.util
     from pathlib import Path
@@ -60,19 +74,15 @@ def _fakes():
 @pytest.mark.parametrize(
     "learner", ["protonet", "protomaml", "unicorn", "imaml", "cavia", "pretrain-global"]
 )
-def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypatch, learner):
+def test_new_learners_run_on_generated_omniglot(
+    fake_minimal, load_example, tmp_path, monkeypatch, learner
+):
     # Tiny generated minimal sets (2 train, 2 test alphabets): 2 iterations, 2-way.
-    import functools
     from pathlib import Path
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    subset = functools.partial(ml.datasets.Omniglot, check_classes=False)
-    monkeypatch.setattr(ml.datasets, "Omniglot", subset)
     config = Path(__file__).parents[1] / "configs" / "omniglot_minimal" / f"{learner}_5way.yaml"
     argv = [
-        "--root", str(tmp_path / "data"), "--config", str(config), "--ways", "2",
+        "--root", str(fake_minimal), "--config", str(config), "--ways", "2",
         "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
         "--curve-every", "0", "--test-steps", "1", "--out", str(tmp_path / "out"),
         "--no-progress", "--context-size", "3", "--queries", "1", "--test-queries", "1",
@@ -84,20 +94,16 @@ def test_new_learners_run_on_generated_omniglot(load_example, tmp_path, monkeypa
     assert (tmp_path / "out" / f"{learner}_2way.json").exists()
 
 
-def test_zero_head_keeps_its_zero_start_through_meta_training(load_example, tmp_path, monkeypatch):
-    import functools
+def test_zero_head_keeps_its_zero_start_through_meta_training(
+    fake_minimal, load_example, tmp_path, monkeypatch
+):
     from pathlib import Path
 
     import torch
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    subset = functools.partial(ml.datasets.Omniglot, check_classes=False)
-    monkeypatch.setattr(ml.datasets, "Omniglot", subset)
     config = Path(__file__).parents[1] / "configs" / "omniglot_minimal" / "unicorn_5way.yaml"
     argv = [
-        "--root", str(tmp_path / "data"), "--config", str(config), "--ways", "2",
+        "--root", str(fake_minimal), "--config", str(config), "--ways", "2",
         "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
         "--curve-every", "0", "--test-steps", "1", "--out", str(tmp_path / "out"),
         "--no-progress", "--queries", "1", "--test-queries", "1",
@@ -185,21 +191,16 @@ def test_narrowed_learner_keeps_the_first_output_units_of_the_trained_one(load_e
         example.narrowed(trained, args, 6)
 
 
-def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, monkeypatch):
-    import functools
+def test_test_ways_evaluates_one_training_at_several_n(
+    fake_minimal, load_example, tmp_path, monkeypatch
+):
     import json
 
     import torch
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    monkeypatch.setattr(
-        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
-    )
     example = load_example("omniglot_minimal")
     argv = [
-        "--root", str(tmp_path / "data"), "--ways", "3", "--test-ways", "3", "2",
+        "--root", str(fake_minimal), "--ways", "3", "--test-ways", "3", "2",
         "--iterations", "2", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "3",
         "--curve-every", "1", "--curve-tasks", "2", "--test-steps", "1", "--queries", "1",
         "--test-queries", "1", "--out", str(tmp_path / "out"), "--no-progress",
@@ -216,21 +217,14 @@ def test_test_ways_evaluates_one_training_at_several_n(load_example, tmp_path, m
 
 
 def test_load_evaluates_a_saved_learner_again_with_support_copies(
-    load_example, tmp_path, monkeypatch
+    fake_minimal, load_example, tmp_path, monkeypatch
 ):
-    import functools
     import json
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    monkeypatch.setattr(
-        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
-    )
     example = load_example("omniglot_minimal")
     out = tmp_path / "out"
     common = [
-        "--root", str(tmp_path / "data"), "--ways", "3", "--hidden", "4", "--test-tasks", "4",
+        "--root", str(fake_minimal), "--ways", "3", "--hidden", "4", "--test-tasks", "4",
         "--test-steps", "1", "--test-queries", "1", "--out", str(out), "--no-progress",
     ]  # fmt: skip
     training = ["--iterations", "2", "--meta-batch", "2", "--queries", "1", "--curve-every", "1"]
@@ -260,16 +254,9 @@ def test_load_evaluates_a_saved_learner_again_with_support_copies(
 
 @pytest.mark.parametrize("learner", ["maml", "pretrain-global"])
 def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
-    load_example, tmp_path, monkeypatch, learner
+    fake_minimal, load_example, tmp_path, monkeypatch, learner
 ):
-    import functools
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    monkeypatch.setattr(
-        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
-    )
     example = load_example("omniglot_minimal")
     made = []
     example_schedule = example.lr_schedule
@@ -280,7 +267,7 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
 
     monkeypatch.setattr(example, "lr_schedule", recording)
     argv = [
-        "--root", str(tmp_path / "data"), "--learner", learner, "--ways", "2",
+        "--root", str(fake_minimal), "--learner", learner, "--ways", "2",
         "--iterations", "3", "--meta-batch", "2", "--hidden", "4", "--test-tasks", "2",
         "--curve-every", "0", "--test-steps", "1", "--queries", "1", "--test-queries", "1",
         "--out", str(tmp_path / "out"), "--no-progress", "--lr", "0.01",
@@ -294,24 +281,17 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
 
 
 def test_schedule_iterations_repeats_a_run_the_time_budget_stopped(
-    load_example, tmp_path, monkeypatch
+    fake_minimal, load_example, tmp_path, monkeypatch
 ):
     # A cosine planned over 4 iterations, stopped by --max-minutes after 2, ends in the same
     # weights as --iterations 2 --schedule-iterations 4, and not in those of a 2-iteration cosine.
-    import functools
     import types
 
     import torch
 
-    import metalearn as ml
-
-    _fakes().write_omniglot_minimal(tmp_path / "data")
-    monkeypatch.setattr(
-        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
-    )
     example = load_example("omniglot_minimal")
     argv = [
-        "--root", str(tmp_path / "data"), "--ways", "2", "--meta-batch", "2", "--hidden", "4",
+        "--root", str(fake_minimal), "--ways", "2", "--meta-batch", "2", "--hidden", "4",
         "--test-tasks", "2", "--curve-every", "0", "--test-steps", "1", "--queries", "1",
         "--test-queries", "1", "--no-progress", "--lr", "0.05", "--lr-schedule", "cosine",
     ]  # fmt: skip
@@ -325,12 +305,9 @@ def test_schedule_iterations_repeats_a_run_the_time_budget_stopped(
     # A clock that advances a minute per reading: the example reads it once at the start and
     # once per meta-update (no probes), so a 1.5-minute budget ends after 2 updates.
     clock = iter(range(0, 10**6, 60))
-    monkeypatch.setattr(example, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    stopped = weights("--iterations", "4", "--max-minutes", "1.5")
-    monkeypatch.undo()
-    monkeypatch.setattr(
-        ml.datasets, "Omniglot", functools.partial(ml.datasets.Omniglot, check_classes=False)
-    )
+    with monkeypatch.context() as patch:
+        patch.setattr(example, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+        stopped = weights("--iterations", "4", "--max-minutes", "1.5")
     repeated = weights("--iterations", "2", "--schedule-iterations", "4")
     shorter = weights("--iterations", "2")
     assert stopped[0] == repeated[0] == shorter[0] == 2
