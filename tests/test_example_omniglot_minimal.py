@@ -74,9 +74,7 @@ def _fakes():
 @pytest.mark.parametrize(
     "learner", ["protonet", "protomaml", "unicorn", "imaml", "cavia", "pretrain-global"]
 )
-def test_new_learners_run_on_generated_omniglot(
-    fake_minimal, load_example, tmp_path, monkeypatch, learner
-):
+def test_new_learners_run_on_generated_omniglot(fake_minimal, load_example, tmp_path, learner):
     # Tiny generated minimal sets (2 train, 2 test alphabets): 2 iterations, 2-way.
     from pathlib import Path
 
@@ -94,9 +92,7 @@ def test_new_learners_run_on_generated_omniglot(
     assert (tmp_path / "out" / f"{learner}_2way.json").exists()
 
 
-def test_zero_head_keeps_its_zero_start_through_meta_training(
-    fake_minimal, load_example, tmp_path, monkeypatch
-):
+def test_zero_head_keeps_its_zero_start_through_meta_training(fake_minimal, load_example, tmp_path):
     from pathlib import Path
 
     import torch
@@ -191,9 +187,7 @@ def test_narrowed_learner_keeps_the_first_output_units_of_the_trained_one(load_e
         example.narrowed(trained, args, 6)
 
 
-def test_test_ways_evaluates_one_training_at_several_n(
-    fake_minimal, load_example, tmp_path, monkeypatch
-):
+def test_test_ways_evaluates_one_training_at_several_n(fake_minimal, load_example, tmp_path):
     import json
 
     import torch
@@ -217,7 +211,7 @@ def test_test_ways_evaluates_one_training_at_several_n(
 
 
 def test_load_evaluates_a_saved_learner_again_with_support_copies(
-    fake_minimal, load_example, tmp_path, monkeypatch
+    fake_minimal, load_example, tmp_path
 ):
     import json
 
