@@ -17,7 +17,8 @@ One command per row of the results table (docs/results.md):
 extracted folders) of the Omniglot release. Learners: maml, fomaml, anil, reptile, metasgd,
 mamlpp, pretrain (Finn et al.'s pooled tasks), pretrain-global (Chen et al. 2019's
 "Baseline": a classifier of all training classes, then a new head fine-tuned on the support
-set), protonet, protomaml, imaml (``--lam``: proximal strength) and cavia (the
+set), protonet, protomaml, unicorn (UNICORN-MAML: every head row starts at one learned row;
+zero-head: that row fixed at zero), imaml (``--lam``: proximal strength) and cavia (the
 context, ``--context-size``, enters Conv-4's third block by FiLM: ``ml.models.FiLMConv4``);
 baselines: pixel-nn (nearest neighbour on pixels) and scratch (the same
 Conv-4, randomly initialised, trained on the support set only).
