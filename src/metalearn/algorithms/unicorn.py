@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from metalearn.algorithms.base import AdaptSelector, Learner
@@ -108,18 +107,17 @@ class UnicornMAML(Learner):
         self.head, self.head_init = head, head_init
         self.weight = head + ".weight"
         self.bias = None if layer.bias is None else head + ".bias"
-        own = {self.weight, self.bias} - {None}
-        adapted = {*self.adapt_names, *own}
+        adapted = {*self.adapt_names, self.weight, self.bias}
         self.adapt_names = [n for n in self.params() if n in adapted]  # the model's order
         self.out_features = layer.out_features
-        weight, bias = layer.weight, layer.bias
-        row = torch.zeros(layer.in_features, dtype=weight.dtype, device=weight.device)
+        row = layer.weight.new_zeros(layer.in_features)
+        bias = None if layer.bias is None else layer.bias.new_zeros(())
         if head_init == "learned":
             self.head_weight = nn.Parameter(row)
-            self.head_bias = None if bias is None else nn.Parameter(bias.new_zeros(()))
+            self.head_bias = None if bias is None else nn.Parameter(bias)
         else:  # the zeroing trick: a constant start, saved with the learner, never trained
             self.register_buffer("head_weight", row)
-            self.register_buffer("head_bias", None if bias is None else bias.new_zeros(()))
+            self.register_buffer("head_bias", bias)
 
     def shared_head(self) -> Params:
         """The head every task starts from: the shared row repeated ``out_features`` times."""
