@@ -29,7 +29,10 @@ units in random order, so the units are alike). Each N writes its own JSON; a me
 learner's ``state_dict`` is saved beside it (``maml_20way.pt``). ``--load maml_20way.pt``
 evaluates that learner again without meta-training, e.g. with ``--test-support-copies 4``:
 each test task's support set also holds 4 distorted copies of every drawing
-(``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks.
+(``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks, and
+``--test-query-copies 8`` averages each query's predicted class probabilities over the query
+drawing and 8 distorted copies of it (test-time augmentation; the JSON also keeps the
+accuracy of the undistorted queries alone, from the same adapted weights).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import metalearn as ml
 from metalearn.training.evaluate import task_seed
@@ -122,6 +126,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--test-support-copies", type=int, default=0, metavar="M",
         help="add M distorted copies of each support drawing at test (same tasks otherwise)",
+    )  # fmt: skip
+    p.add_argument(
+        "--test-query-copies", type=int, default=0, metavar="M",
+        help="average each query's class probabilities over it and M distorted copies",
     )  # fmt: skip
     p.add_argument(
         "--load", metavar="FILE",
@@ -314,6 +322,39 @@ def pixel_nearest_neighbour(tasks: ml.tasks.TaskSampler, num_tasks: int) -> ml.E
     return ml.Evaluation((0,), {"accuracy": accuracy})
 
 
+def evaluate_query_copies(
+    learner: ml.Learner,
+    tasks: ml.tasks.TaskSampler,
+    num_tasks: int,
+    steps: int,
+    copies: int,
+    progress: bool = False,
+) -> ml.Evaluation:
+    """Query accuracy with test-time augmentation: each query's prediction averages the class
+    probabilities of the adapted network on the query drawing and ``copies`` distorted copies.
+
+    The tasks are those :func:`metalearn.evaluate` draws (seed 0), each adapted once with
+    ``steps`` steps; ``accuracy_single`` is the accuracy of the undistorted queries alone under
+    the same adapted weights (a paired comparison). Each set of copies is its own forward pass,
+    so a network with batch statistics normalises it as it does the plain queries.
+    """
+    augment = distortions()
+    metrics: dict[str, list[torch.Tensor]] = {"accuracy": [], "accuracy_single": []}
+    for i in tqdm(range(num_tasks), "test tasks", disable=not progress, mininterval=30):
+        task = tasks.sample(1, generator=torch.Generator().manual_seed(task_seed(0, i))).task(0)
+        distort = torch.Generator().manual_seed(task_seed(1, i))  # not the task's own stream
+        with torch.no_grad():
+            params = learner.adapt(task.support, steps)
+            single = learner.predict(params, task.query.x, steps).softmax(-1)
+            mean = single.clone()
+            for _ in range(copies):
+                mean += learner.predict(params, augment(task.query.x, distort), steps).softmax(-1)
+        for name, probs in (("accuracy", mean), ("accuracy_single", single)):
+            # float32 means, as ml.evaluate takes them: the same numbers for the same hits
+            metrics[name].append((probs.argmax(-1) == task.query.y).float().mean().double())
+    return ml.Evaluation((steps,), {k: torch.stack(v)[:, None] for k, v in metrics.items()})
+
+
 def test_samplers(
     root: str, ways: int, queries: int, protocols: list[str], copies: int = 0
 ) -> dict[str, ml.tasks.TaskSampler]:
@@ -328,7 +369,8 @@ def test_samplers(
 
 
 def test_variant(options: dict) -> tuple[str, str]:
-    """A file-name suffix and a label for a test with support copies or of a loaded learner.
+    """A file-name suffix and a label for a test with support or query copies, or of a loaded
+    learner.
 
     Such a row sits beside the training's own (same learner and N), so its file name and its
     label in the table say how its test was run: ``maml_20way_support4_steps40.json``,
@@ -339,7 +381,11 @@ def test_variant(options: dict) -> tuple[str, str]:
     if copies:
         tag += f"_support{copies}"
         label.append(f"support + {copies} distorted copies")
-    if (copies or options.get("load")) and options["learner"] != "pixel-nn":
+    query_copies = options.get("test_query_copies", 0)
+    if query_copies:
+        tag += f"_queries{query_copies}"
+        label.append(f"each query averaged with {query_copies} distorted copies")
+    if (copies or query_copies or options.get("load")) and options["learner"] != "pixel-nn":
         steps = options["test_steps"]
         tag += f"_steps{steps}"
         label.append(f"{steps} test steps")
@@ -443,6 +489,10 @@ def main(argv: list[str] | None = None) -> dict:
     variant, variant_label = test_variant(vars(args))
     if args.load and args.learner in BASELINES:
         raise SystemExit(f"--load: the {args.learner} baseline has no meta-trained state")
+    if args.test_query_copies < 0:
+        raise SystemExit(f"--test-query-copies {args.test_query_copies}: must be >= 0")
+    if args.test_query_copies and args.learner == "pixel-nn":
+        raise SystemExit("--test-query-copies: pixel-nn has no class probabilities to average")
     if args.learner != "pixel-nn":
         learner = build_learner(args)
         if args.load:
@@ -503,9 +553,16 @@ def main(argv: list[str] | None = None) -> dict:
             args.root, ways, args.test_queries, args.protocols, args.test_support_copies
         )
         model = None if args.learner == "pixel-nn" else narrowed(learner, args, ways)
+        single: dict[str, tuple[float, float]] = {}
         for name, sampler in tests.items():
             if model is None:
                 result = pixel_nearest_neighbour(sampler, args.test_tasks)
+            elif args.test_query_copies:
+                result = evaluate_query_copies(
+                    model, sampler, args.test_tasks, args.test_steps, args.test_query_copies,
+                    progress=not args.no_progress,
+                )  # fmt: skip
+                single[name] = result.summary("accuracy_single")
             else:
                 result = ml.evaluate(model, sampler, args.test_tasks, args.test_steps)
             results[name] = result.summary("accuracy")
@@ -516,6 +573,8 @@ def main(argv: list[str] | None = None) -> dict:
             "train_ways": args.ways,
             "options": {k: v for k, v in vars(args).items() if k not in ("root", "out")},
             "accuracy": {k: {"mean": m, "ci95": c} for k, (m, c) in results.items()},
+            # With --test-query-copies: the undistorted queries alone, same adapted weights.
+            "accuracy_single": {k: {"mean": m, "ci95": c} for k, (m, c) in single.items()},
             "iterations_done": trained["iterations"],
             "train_seconds": train_seconds,
             "seconds": seconds,
@@ -535,6 +594,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{args.learner}{trained_on} {ways}-way 1-shot {name}: {100 * mean:.1f} ± "
                 f"{100 * ci:.1f}% ({args.test_tasks} tasks{steps})"
             )
+            if name in single:
+                m, c = single[name]
+                print(f"  the undistorted queries alone: {100 * m:.1f} ± {100 * c:.1f}%")
         summaries.append(summary)
     print(f"wall time {seconds / 60:.1f} min ({torch.get_num_threads()} threads) -> {out}")
     return summaries[0]

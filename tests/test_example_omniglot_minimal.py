@@ -246,6 +246,53 @@ def test_load_evaluates_a_saved_learner_again_with_support_copies(
         example.main([*common, "--learner", "pixel-nn", "--load", str(out / "maml_3way.pt")])
 
 
+def test_query_copies_average_the_adapted_networks_probabilities(
+    fake_minimal, load_example, tmp_path, monkeypatch
+):
+    import torch
+
+    import metalearn as ml
+
+    example = load_example("omniglot_minimal")
+    out = tmp_path / "out"
+    common = [
+        "--root", str(fake_minimal), "--ways", "3", "--hidden", "4", "--test-tasks", "5",
+        "--test-steps", "2", "--test-queries", "2", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    training = ["--iterations", "2", "--meta-batch", "2", "--queries", "1", "--curve-every", "0"]
+    trained = example.main([*common, *training])
+    saved = str(out / "maml_3way.pt")
+    tta = example.main([*common, "--load", saved, "--test-query-copies", "3"])
+    # The undistorted queries alone, from the same adapted weights: ml.evaluate's accuracy.
+    assert tta["accuracy_single"] == trained["accuracy"]
+    assert tta["accuracy"] != trained["accuracy"] and tta["curve"] == []
+    assert (out / "maml_3way_queries3_steps2.json").is_file()
+    table = example.report(out)
+    assert "| maml (each query averaged with 3 distorted copies, 2 test steps) | 3 |" in table
+    # By hand on one task: the prediction is the argmax of the mean of the probabilities.
+    args = example.parse([*common, "--load", saved])
+    learner = example.build_learner(args)
+    learner.load_state_dict(torch.load(saved))
+    (tasks,) = example.test_samplers(args.root, 3, 2, ["any-class"]).values()
+    monkeypatch.setattr(example, "distortions", lambda: lambda x, g: x.flip(-1))
+    result = example.evaluate_query_copies(learner, tasks, 1, 2, copies=2)
+    task = tasks.sample(1, generator=torch.Generator().manual_seed(example.task_seed(0, 0)))
+    task = task.task(0)
+    with torch.no_grad():
+        params = learner.adapt(task.support, 2)
+        plain = learner.predict(params, task.query.x).softmax(-1)
+        flipped = learner.predict(params, task.query.x.flip(-1)).softmax(-1)
+    hand = ((plain + 2 * flipped).argmax(-1) == task.query.y).float().mean().double()
+    assert result.per_task["accuracy"][0, 0] == hand
+    single = (plain.argmax(-1) == task.query.y).float().mean().double()
+    assert result.per_task["accuracy_single"][0, 0] == single
+    assert ml.evaluate(learner, tasks, 1, 2).per_task["accuracy"][0, 0] == single
+    with pytest.raises(SystemExit, match="must be >= 0"):
+        example.main([*common, "--load", saved, "--test-query-copies", "-1"])
+    with pytest.raises(SystemExit, match="no class probabilities"):
+        example.main([*common, "--learner", "pixel-nn", "--test-query-copies", "2"])
+
+
 @pytest.mark.parametrize("learner", ["maml", "pretrain-global"])
 def test_cosine_lr_schedule_decays_to_zero_over_the_iterations(
     fake_minimal, load_example, tmp_path, monkeypatch, learner
