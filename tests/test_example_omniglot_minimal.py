@@ -210,6 +210,18 @@ def test_test_ways_evaluates_one_training_at_several_n(fake_minimal, load_exampl
     assert "| maml (meta-trained 3-way) | 2 |" in table and "| maml | 3 |" in table
 
 
+TRAIN_TWICE = ["--iterations", "2", "--meta-batch", "2", "--queries", "1"]
+
+
+def tiny_3way(root, out, tasks: int, steps: int, queries: int) -> list[str]:
+    """The options of a tiny 3-way run on the fake minimal sets, writing to ``out``."""
+    return [
+        "--root", str(root), "--ways", "3", "--hidden", "4", "--test-tasks", str(tasks),
+        "--test-steps", str(steps), "--test-queries", str(queries), "--out", str(out),
+        "--no-progress",
+    ]  # fmt: skip
+
+
 def test_load_evaluates_a_saved_learner_again_with_support_copies(
     fake_minimal, load_example, tmp_path
 ):
@@ -217,11 +229,8 @@ def test_load_evaluates_a_saved_learner_again_with_support_copies(
 
     example = load_example("omniglot_minimal")
     out = tmp_path / "out"
-    common = [
-        "--root", str(fake_minimal), "--ways", "3", "--hidden", "4", "--test-tasks", "4",
-        "--test-steps", "1", "--test-queries", "1", "--out", str(out), "--no-progress",
-    ]  # fmt: skip
-    training = ["--iterations", "2", "--meta-batch", "2", "--queries", "1", "--curve-every", "1"]
+    common = tiny_3way(fake_minimal, out, tasks=4, steps=1, queries=1)
+    training = [*TRAIN_TWICE, "--curve-every", "1"]
     trained = example.main([*common, *training, "--curve-tasks", "2"])
     again = example.main([*common, "--load", str(out / "maml_3way.pt")])
     # Same learner, same test tasks: the same accuracies; the training's record carried over.
@@ -255,11 +264,8 @@ def test_query_copies_average_the_adapted_networks_probabilities(
 
     example = load_example("omniglot_minimal")
     out = tmp_path / "out"
-    common = [
-        "--root", str(fake_minimal), "--ways", "3", "--hidden", "4", "--test-tasks", "5",
-        "--test-steps", "2", "--test-queries", "2", "--out", str(out), "--no-progress",
-    ]  # fmt: skip
-    training = ["--iterations", "2", "--meta-batch", "2", "--queries", "1", "--curve-every", "0"]
+    common = tiny_3way(fake_minimal, out, tasks=5, steps=2, queries=2)
+    training = [*TRAIN_TWICE, "--curve-every", "0"]
     trained = example.main([*common, *training])
     saved = str(out / "maml_3way.pt")
     tta = example.main([*common, "--load", saved, "--test-query-copies", "3"])
