@@ -144,6 +144,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-every", type=int, default=100, help="0: no learning curve")
     p.add_argument("--curve-tasks", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--device", default="cpu",
+        help="torch device of the learner (cpu, cuda, cuda:1); tasks are drawn on the CPU",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/omniglot_minimal", help="folder for JSON and PNG")
     p.add_argument("--no-progress", action="store_true")
@@ -259,7 +263,7 @@ def narrowed(learner: ml.Learner, args: argparse.Namespace, ways: int) -> ml.Lea
                 raise SystemExit(f"{name}: cannot narrow {tuple(value.shape)} to {ways} ways")
             state[name] = value[:ways]
     small.load_state_dict(state)
-    return small
+    return small.to(next(learner.parameters()).device)
 
 
 def pretrain_global(
@@ -339,19 +343,23 @@ def evaluate_query_copies(
     so a network with batch statistics normalises it as it does the plain queries.
     """
     augment = distortions()
+    device = next(learner.parameters()).device
     metrics: dict[str, list[torch.Tensor]] = {"accuracy": [], "accuracy_single": []}
     for i in tqdm(range(num_tasks), "test tasks", disable=not progress, mininterval=30):
         task = tasks.sample(1, generator=torch.Generator().manual_seed(task_seed(0, i))).task(0)
         distort = torch.Generator().manual_seed(task_seed(1, i))  # not the task's own stream
+        query, labels = task.query.x, task.query.y.to(device)
         with torch.no_grad():
-            params = learner.adapt(task.support, steps)
-            single = learner.predict(params, task.query.x, steps).softmax(-1)
+            params = learner.adapt(task.support.to(device), steps)
+            single = learner.predict(params, query.to(device), steps).softmax(-1)
             mean = single.clone()
-            for _ in range(copies):
-                mean += learner.predict(params, augment(task.query.x, distort), steps).softmax(-1)
+            for _ in range(copies):  # distorted on the CPU: the same copies on every device
+                copy = augment(query, distort).to(device)
+                mean += learner.predict(params, copy, steps).softmax(-1)
         for name, probs in (("accuracy", mean), ("accuracy_single", single)):
             # float32 means, as ml.evaluate takes them: the same numbers for the same hits
-            metrics[name].append((probs.argmax(-1) == task.query.y).float().mean().double())
+            hits = (probs.argmax(-1) == labels).float().mean().double()
+            metrics[name].append(hits.cpu())
     return ml.Evaluation((steps,), {k: torch.stack(v)[:, None] for k, v in metrics.items()})
 
 
@@ -493,8 +501,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--test-query-copies {args.test_query_copies}: must be >= 0")
     if args.test_query_copies and args.learner == "pixel-nn":
         raise SystemExit("--test-query-copies: pixel-nn has no class probabilities to average")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA device here; use cpu")
+    if args.device != "cpu" and args.learner in ("pixel-nn", "pretrain-global"):
+        raise SystemExit(f"--device {args.device}: {args.learner} runs on the CPU only")
     if args.learner != "pixel-nn":
-        learner = build_learner(args)
+        learner = build_learner(args).to(args.device)
         if args.load:
             record = load_trained(args, learner)
             trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]

@@ -391,3 +391,37 @@ def test_mirror_adds_reflected_training_characters_and_leaves_the_test_alone(
     assert train.num_classes == 2 * 4 * len(train.base_names)  # plain and mirrored, 4 angles
     assert tests and all(t.split == "test" and not t.mirror and t.rotations == (0,) for t in tests)
     assert summary["options"]["mirror"] is True
+
+
+def test_device_option_trains_and_tests_the_learner_there(
+    fake_minimal, load_example, tmp_path, device
+):
+    import torch
+
+    example = load_example("omniglot_minimal")
+    out = tmp_path / "out"
+    common = [*tiny_3way(fake_minimal, out, tasks=3, steps=1, queries=1), "--device", str(device)]
+    trained = example.main(
+        [*common, *TRAIN_TWICE, "--curve-every", "1", "--curve-tasks", "2", "--test-ways", "3", "2"]
+    )
+    assert trained["iterations_done"] == 2 and trained["options"]["device"] == str(device)
+    assert (out / "maml_3way_test2way.json").is_file()  # the narrowed learner, on the device too
+    state = torch.load(out / "maml_3way.pt")
+    assert {v.device.type for v in state.values()} == {device.type}
+    tta = example.main([*common, "--load", str(out / "maml_3way.pt"), "--test-query-copies", "2"])
+    if device.type == "cpu":  # the same adapted weights as ml.evaluate's (bit for bit on a CPU)
+        assert tta["accuracy_single"] == trained["accuracy"]
+    assert 0 <= tta["accuracy"]["any-class"]["mean"] <= 1
+
+
+def test_device_option_errors(fake_minimal, load_example, tmp_path):
+    import torch
+
+    example = load_example("omniglot_minimal")
+    common = tiny_3way(fake_minimal, tmp_path, tasks=1, steps=1, queries=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device here"):
+            example.main([*common, "--device", "cuda"])
+    for learner in ("pixel-nn", "pretrain-global"):
+        with pytest.raises(SystemExit, match="runs on the CPU only"):
+            example.main([*common, "--learner", learner, "--device", "meta"])
