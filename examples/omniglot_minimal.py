@@ -32,7 +32,9 @@ each test task's support set also holds 4 distorted copies of every drawing
 (``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks, and
 ``--test-query-copies 8`` averages each query's predicted class probabilities over the query
 drawing and 8 distorted copies of it (test-time augmentation; the JSON also keeps the
-accuracy of the undistorted queries alone, from the same adapted weights).
+accuracy of the undistorted queries alone, from the same adapted weights). ``--device cuda``
+meta-trains and tests the learner on a GPU (``benchmarks/gpu_omniglot.sh`` runs the mirrored
+20-way row that way in one call).
 """
 
 from __future__ import annotations
