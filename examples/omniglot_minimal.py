@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 import metalearn as ml
 from metalearn.training.evaluate import task_seed
+from metalearn.training.experiment import resolve_device
 
 LEARNERS = (
     "maml", "fomaml", "anil", "reptile", "metasgd", "mamlpp", "pretrain",
@@ -148,7 +149,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument(
         "--device", default="cpu",
-        help="torch device of the learner (cpu, cuda, cuda:1); tasks are drawn on the CPU",
+        help="torch device of the learner (cpu, cuda, cuda:1, auto); tasks are drawn on the CPU",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/omniglot_minimal", help="folder for JSON and PNG")
@@ -503,12 +504,14 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--test-query-copies {args.test_query_copies}: must be >= 0")
     if args.test_query_copies and args.learner == "pixel-nn":
         raise SystemExit("--test-query-copies: pixel-nn has no class probabilities to average")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: torch sees no CUDA device here; use cpu")
-    if args.device != "cpu" and args.learner in ("pixel-nn", "pretrain-global"):
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:  # metalearn.config.ConfigError
+        raise SystemExit(f"--{error}") from None
+    if device.type != "cpu" and args.learner in ("pixel-nn", "pretrain-global"):
         raise SystemExit(f"--device {args.device}: {args.learner} runs on the CPU only")
     if args.learner != "pixel-nn":
-        learner = build_learner(args).to(args.device)
+        learner = build_learner(args).to(device)
         if args.load:
             record = load_trained(args, learner)
             trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]

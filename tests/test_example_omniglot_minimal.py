@@ -420,7 +420,7 @@ def test_device_option_errors(fake_minimal, load_example, tmp_path):
     example = load_example("omniglot_minimal")
     common = tiny_3way(fake_minimal, tmp_path, tasks=1, steps=1, queries=1)
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA device here"):
+        with pytest.raises(SystemExit, match="CUDA is not available here"):
             example.main([*common, "--device", "cuda"])
     for learner in ("pixel-nn", "pretrain-global"):
         with pytest.raises(SystemExit, match="runs on the CPU only"):
