@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -74,7 +75,20 @@ def test_vmap_through_torch_batchnorm_is_wrong_and_refused(float64):
     assert relative_error(forced_meta_gradient(learner, batch, True), reference) > 1e-5
     with pytest.raises(ValueError, match="convert_batchnorm"):
         resolve_vectorize("vmap", learner.model, torch.device("cpu"))
-    assert not resolve_vectorize("auto", learner.model, torch.device("cuda"))
+    with pytest.warns(UserWarning, match=r"convert_batchnorm\(model\) swaps them"):
+        assert not resolve_vectorize("auto", learner.model, torch.device("cuda"))
+
+
+def test_auto_on_cuda_warns_about_torch_batchnorm_only_where_it_costs_vmap():
+    """The warning's advice works: converted, the same model vectorises on CUDA; a loop asked
+    for, or the CPU (where conv models loop anyway), stays silent."""
+    model = small_net(torch_batchnorm)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not resolve_vectorize("loop", model, cuda)
+        assert not resolve_vectorize("auto", model, cpu)
+        assert resolve_vectorize("auto", ml.models.convert_batchnorm(model), cuda)
 
 
 def test_metalearn_batchnorm_is_exact_under_vmap(float64):

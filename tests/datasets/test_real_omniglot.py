@@ -7,6 +7,10 @@ with the reason otherwise: a user's fresh clone has no ../shared.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -84,3 +88,31 @@ def test_short_maml_run_beats_chance_and_pixels_on_unseen_alphabets(root, load_e
     # 50 iterations give ~65% here (80 gave ~70%, at 60% more time); pixels ~40%.
     assert maml["mean"] > 0.6  # chance is 0.2
     assert maml["mean"] - maml["ci95"] > pixels["mean"] + pixels["ci95"], (maml, pixels)
+
+
+def test_gpu_omniglot_script_tests_a_saved_learner(root, load_example, tmp_path):
+    """benchmarks/gpu_omniglot.sh with LOAD: no meta-training; each protocol in a process of
+    its own, tested with 8 support copies, 30 steps and 8 query copies (here on the CPU, one
+    task, a freshly initialised learner of the mirrored 20-way config)."""
+    example = load_example("omniglot_minimal")
+    project = Path(__file__).resolve().parents[2]
+    config = project / "configs" / "omniglot_minimal" / "maml_20way_mirror.yaml"
+    saved = tmp_path / "maml_20way.pt"
+    args = example.parse(["--root", str(root), "--config", str(config)])
+    torch.save(example.build_learner(args).state_dict(), saved)
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "TASKS": "1", "THREADS": "1", "LOAD": str(saved),
+           "OUT": str(out), "PYTHON": sys.executable}  # fmt: skip
+    script = project / "benchmarks" / "gpu_omniglot.sh"
+    subprocess.run(["bash", str(script), str(root)], env=env, check=True, timeout=600)
+    log = (out / "log.txt").read_text()
+    assert f"testing the saved learner {saved}" in log
+    assert "meta-training on" not in log and not (out / "om").exists()
+    for protocol in ("any-class", "within-alphabet"):
+        (result,) = (out / f"om_20way_{protocol}").glob("*.json")
+        summary = json.loads(result.read_text())
+        o = summary["options"]
+        assert (o["test_support_copies"], o["test_steps"], o["test_query_copies"]) == (8, 30, 8)
+        assert (o["test_tasks"], o["load"], o["device"]) == (1, str(saved), "cpu")
+        assert list(summary["accuracy"]) == [protocol]
+        assert f"20-way 1-shot {protocol}:" in log
