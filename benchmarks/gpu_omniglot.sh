@@ -62,6 +62,6 @@ for ways in ${TEST_WAYS:-20}; do  # each N and protocol in a process of its own
 done
 wait
 # tqdm's updates end in carriage returns: one line each in the log.
-tr '\r' '\n' < <(cat "$OUT"/test_*.txt) | grep -v '^\s*$' >> "$LOG"
+cat "$OUT"/test_*.txt | tr '\r' '\n' | grep -v '^\s*$' >> "$LOG"
 rm -f "$OUT"/test_*.txt
 stage end
