@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Real Omniglot, 5-way: six MAML recipes meta-trained side by side on one lent GPU in one call
+# of under 10 minutes (each with a time budget), the standard test of each (600 tasks of both
+# protocols, 10 steps), then the best test-time setting (8 distorted copies of the support, 30
+# steps, each query averaged with 8 distorted copies) for the two best by any-class accuracy.
+# This is the run behind docs/results.md's "5-way recipes on a GPU" table (NVIDIA H200,
+# 2026-12-04); the recipe it picked is configs/omniglot_minimal/maml_5way_mirror.yaml.
+#   cpu_recipe  maml_5way.yaml unchanged (16 tasks per meta-batch): only the budget differs
+#   pool        maml_5way.yaml with mirrored training characters and 32 tasks per meta-batch
+#   steps3      pool with 3 inner steps of 0.2
+#   stride      maml_5way_stride.yaml, mirrored, 32 tasks
+#   wide        pool with 128 filters
+#   q10         pool with 10 query images per class
+# The data does not travel by itself: copy the two zips into a folder git ignores and carry it
+# (see benchmarks/gpu_omniglot.sh). Variables: RECIPES (names above, default all), MINUTES
+# (each training's budget, default 5.2), THREADS (CPU threads per training, default 2: the
+# tasks are drawn and distorted on the CPU), TASKS (default 600), DEVICE (default cuda), OUT.
+# Results under $OUT (default benchmarks/gpu-results/recipes): log.txt and one folder per run.
+#
+# Usage: bash benchmarks/gpu_omniglot_recipes.sh OMNIGLOT_DIR   (from the repository root)
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="${1:?usage: bash benchmarks/gpu_omniglot_recipes.sh OMNIGLOT_DIR (the two minimal-set zips)}"
+PYTHON="${PYTHON:-python3}"
+DEVICE="${DEVICE:-cuda}"
+OUT="${OUT:-benchmarks/gpu-results/recipes}"
+TASKS="${TASKS:-600}"
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+: > "$LOG"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+start=$(date +%s)
+stage() { echo "== $1 at +$(($(date +%s) - start)) s" >> "$LOG"; }
+"$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) \
+if torch.cuda.is_available() else 'no CUDA device')" >> "$LOG" 2>&1
+
+C=configs/omniglot_minimal
+M="--mirror --meta-batch 32"
+declare -A RECIPE=(
+    [cpu_recipe]="--config $C/maml_5way.yaml"
+    [pool]="--config $C/maml_5way.yaml $M"
+    [steps3]="--config $C/maml_5way.yaml $M --inner-steps 3 --inner-lr 0.2"
+    [stride]="--config $C/maml_5way_stride.yaml $M"
+    [wide]="--config $C/maml_5way.yaml $M --hidden 128"
+    [q10]="--config $C/maml_5way.yaml $M --queries 10"
+)
+names="${RECIPES:-cpu_recipe pool steps3 stride wide q10}"
+for n in $names; do
+    [ -n "${RECIPE[$n]:-}" ] || { echo "unknown recipe $n (known: ${!RECIPE[*]})" | tee -a "$LOG"; exit 2; }
+done
+run() {  # run NAME LIMIT_SECONDS ARGS...: the example in the background, its output in a file
+    local name=$1 limit=$2
+    shift 2
+    timeout "$limit" "$PYTHON" examples/omniglot_minimal.py --root "$ROOT" --device "$DEVICE" \
+        --no-progress --test-tasks "$TASKS" --out "$OUT/$name" "$@" > "$OUT/$name.txt" 2>&1 &
+}
+
+stage "meta-training: $names"
+for n in $names; do  # until the budget is spent (iterations: as many as it allows)
+    run "$n" "${TRAIN_LIMIT:-380}" ${RECIPE[$n]} --iterations 100000 \
+        --max-minutes "${MINUTES:-5.2}" --threads "${THREADS:-2}" --curve-every 0
+done
+wait
+# the two best by the standard test's any-class accuracy
+best=$("$PYTHON" - "$OUT" $names <<'EOF'
+import json, pathlib, sys
+out, names = pathlib.Path(sys.argv[1]), sys.argv[2:]
+score = {}
+for name in names:
+    for result in (out / name).glob("*.json"):
+        accuracy = json.loads(result.read_text()).get("accuracy", {}).get("any-class")
+        if accuracy:
+            score[name] = accuracy["mean"]
+print(" ".join(sorted(score, key=score.get, reverse=True)[:2]))
+EOF
+)
+stage "tests with distorted support and query copies: ${best:-none}"
+for n in $best; do
+    for protocol in any-class within-alphabet; do
+        run "${n}_$protocol" "${TEST_LIMIT:-150}" ${RECIPE[$n]} --load "$OUT/$n/maml_5way.pt" \
+            --threads 4 --test-support-copies 8 --test-steps 30 --test-query-copies 8 \
+            --protocols "$protocol"
+    done
+done
+wait
+for f in "$OUT"/*.txt; do
+    [ "$f" = "$LOG" ] && continue
+    echo "-- $(basename "$f" .txt)" >> "$LOG"
+    grep -v "warning\|tasks = ml" "$f" >> "$LOG"
+    rm -f "$f"
+done
+stage end
