@@ -23,18 +23,8 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT="${1:?usage: bash benchmarks/gpu_omniglot.sh OMNIGLOT_DIR (the two minimal-set zips)}"
-PYTHON="${PYTHON:-python3}"
-DEVICE="${DEVICE:-cuda}"
 OUT="${OUT:-benchmarks/gpu-results}"
-TASKS="${TASKS:-600}"
-mkdir -p "$OUT"
-LOG="$OUT/log.txt"
-: > "$LOG"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-start=$(date +%s)
-stage() { echo "== $1 at +$(($(date +%s) - start)) s" >> "$LOG"; }
-"$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) \
-if torch.cuda.is_available() else 'no CUDA device')" >> "$LOG" 2>&1
+source benchmarks/gpu_common.sh  # PYTHON, DEVICE, TASKS, LOG, stage
 
 CONFIG=configs/omniglot_minimal/maml_20way_mirror.yaml
 LEARNER="$OUT/om/maml_20way.pt"
