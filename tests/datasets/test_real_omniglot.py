@@ -23,7 +23,8 @@ from metalearn.datasets.omniglot import MINIMAL_TEST_ALPHABETS, MINIMAL_TRAIN_AL
 
 pytestmark = pytest.mark.real_data
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot"
+PROJECT = Path(__file__).resolve().parents[2]
+DATA = PROJECT / ".." / "shared" / "data" / "omniglot"
 SHA256 = {
     "images_background_small1.zip": (
         "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"
@@ -95,15 +96,14 @@ def test_gpu_omniglot_script_tests_a_saved_learner(root, load_example, tmp_path)
     its own, tested with 8 support copies, 30 steps and 8 query copies (here on the CPU, one
     task, a freshly initialised learner of the mirrored 20-way config)."""
     example = load_example("omniglot_minimal")
-    project = Path(__file__).resolve().parents[2]
-    config = project / "configs" / "omniglot_minimal" / "maml_20way_mirror.yaml"
+    config = PROJECT / "configs" / "omniglot_minimal" / "maml_20way_mirror.yaml"
     saved = tmp_path / "maml_20way.pt"
     args = example.parse(["--root", str(root), "--config", str(config)])
     torch.save(example.build_learner(args).state_dict(), saved)
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "TASKS": "1", "THREADS": "1", "LOAD": str(saved),
            "OUT": str(out), "PYTHON": sys.executable}  # fmt: skip
-    script = project / "benchmarks" / "gpu_omniglot.sh"
+    script = PROJECT / "benchmarks" / "gpu_omniglot.sh"
     subprocess.run(["bash", str(script), str(root)], env=env, check=True, timeout=600)
     log = (out / "log.txt").read_text()
     assert f"testing the saved learner {saved}" in log
@@ -122,11 +122,10 @@ def test_gpu_recipes_script_trains_tests_and_picks_the_best(root, tmp_path):
     """benchmarks/gpu_omniglot_recipes.sh with one recipe (here on the CPU, a few seconds of
     training, one task): the recipe's options reach the run, and the best run is tested with
     the copies."""
-    project = Path(__file__).resolve().parents[2]
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "TASKS": "1", "THREADS": "1", "MINUTES": "0.02",
            "RECIPES": "pool", "OUT": str(out), "PYTHON": sys.executable}  # fmt: skip
-    script = project / "benchmarks" / "gpu_omniglot_recipes.sh"
+    script = PROJECT / "benchmarks" / "gpu_omniglot_recipes.sh"
     subprocess.run(["bash", str(script), str(root)], env=env, check=True, timeout=600)
     log = (out / "log.txt").read_text()
     assert "tests with distorted support and query copies: pool at" in log
@@ -145,9 +144,8 @@ def test_gpu_recipes_script_trains_tests_and_picks_the_best(root, tmp_path):
 
 
 def test_gpu_recipes_script_refuses_an_unknown_recipe(root, tmp_path):
-    project = Path(__file__).resolve().parents[2]
     env = {**os.environ, "RECIPES": "pool big", "OUT": str(tmp_path), "PYTHON": sys.executable}
-    script = project / "benchmarks" / "gpu_omniglot_recipes.sh"
+    script = PROJECT / "benchmarks" / "gpu_omniglot_recipes.sh"
     done = subprocess.run(["bash", str(script), str(root)], env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "unknown recipe big (known:" in done.stdout
