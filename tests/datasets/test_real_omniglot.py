@@ -119,28 +119,31 @@ def test_gpu_omniglot_script_tests_a_saved_learner(root, load_example, tmp_path)
 
 
 def test_gpu_recipes_script_trains_tests_and_picks_the_best(root, tmp_path):
-    """benchmarks/gpu_omniglot_recipes.sh with one recipe (here on the CPU, a few seconds of
-    training, one task): the recipe's options reach the run, and the best run is tested with
-    the copies."""
+    """benchmarks/gpu_omniglot_recipes.sh with a 5-way and a 20-way recipe (here on the CPU, a
+    few seconds of training, one task): each recipe's options reach its run, and the best run
+    of each N (BEST=1) is tested with the copies."""
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "TASKS": "1", "THREADS": "1", "MINUTES": "0.02",
-           "RECIPES": "pool", "OUT": str(out), "PYTHON": sys.executable}  # fmt: skip
+           "RECIPES": "pool m20_q1", "BEST": "1", "OUT": str(out),
+           "PYTHON": sys.executable}  # fmt: skip
     script = PROJECT / "benchmarks" / "gpu_omniglot_recipes.sh"
     subprocess.run(["bash", str(script), str(root)], env=env, check=True, timeout=600)
     log = (out / "log.txt").read_text()
-    assert "tests with distorted support and query copies: pool at" in log
-    trained = json.loads((out / "pool" / "maml_5way.json").read_text())
-    o = trained["options"]
-    assert (o["mirror"], o["meta_batch"], o["device"], o["test_tasks"]) == (True, 32, "cpu", 1)
-    assert trained["iterations_done"] >= 1 and set(trained["accuracy"]) == {
-        "any-class", "within-alphabet"
-    }  # fmt: skip
-    for protocol in ("any-class", "within-alphabet"):
-        (result,) = (out / f"pool_{protocol}").glob("*.json")
-        o = json.loads(result.read_text())["options"]
-        assert (o["test_support_copies"], o["test_steps"], o["test_query_copies"]) == (8, 30, 8)
-        assert o["load"] == str(out / "pool" / "maml_5way.pt") and o["mirror"]
-        assert f"5-way 1-shot {protocol}:" in log
+    assert "tests with distorted support and query copies: pool m20_q1 at" in log
+    for name, ways, queries in (("pool", 5, 5), ("m20_q1", 20, 1)):
+        trained = json.loads((out / name / f"maml_{ways}way.json").read_text())
+        o = trained["options"]
+        assert (o["mirror"], o["meta_batch"], o["device"], o["test_tasks"]) == (True, 32, "cpu", 1)
+        assert (o["ways"], o["queries"]) == (ways, queries)
+        assert trained["iterations_done"] >= 1 and set(trained["accuracy"]) == {
+            "any-class", "within-alphabet"
+        }  # fmt: skip
+        for protocol in ("any-class", "within-alphabet"):
+            (result,) = (out / f"{name}_{protocol}").glob("*.json")
+            o = json.loads(result.read_text())["options"]
+            assert (o["test_support_copies"], o["test_steps"], o["test_query_copies"]) == (8, 30, 8)
+            assert o["load"] == str(out / name / f"maml_{ways}way.pt") and o["mirror"]
+            assert f"{ways}-way 1-shot {protocol}:" in log
 
 
 def test_gpu_recipes_script_refuses_an_unknown_recipe(root, tmp_path):
