@@ -19,7 +19,10 @@
 # (see benchmarks/gpu_omniglot.sh). Variables: RECIPES (names above, default all), MINUTES
 # (each training's budget, default 5.2), THREADS (CPU threads per training, default 2: the
 # tasks are drawn and distorted on the CPU), TASKS (default 600), DEVICE (default cuda), BEST,
-# OUT. E.g. RECIPES="m20 m20_q1" MINUTES=6 THREADS=7 bash benchmarks/gpu_omniglot_recipes.sh DATA
+# TRAIN_LIMIT and TEST_LIMIT (each process's limit in seconds, default 380 and 150), OUT. The
+# 20-way recipes in one call of under 10 minutes (their tests with copies take longer):
+#   RECIPES="m20 m20_q1" MINUTES=5 THREADS=7 TRAIN_LIMIT=390 TEST_LIMIT=180 \
+#       bash benchmarks/gpu_omniglot_recipes.sh DATA
 # Results under $OUT (default benchmarks/gpu-results/recipes): log.txt and one folder per run.
 #
 # Usage: bash benchmarks/gpu_omniglot_recipes.sh OMNIGLOT_DIR   (from the repository root)
