@@ -79,7 +79,7 @@ EOF
 stage "tests with distorted support and query copies: ${best:-none}"
 for n in $best; do
     for protocol in any-class within-alphabet; do
-        run "${n}_$protocol" "${TEST_LIMIT:-150}" ${RECIPE[$n]} --load "$(ls "$OUT/$n"/*.pt)" \
+        run "${n}_$protocol" "${TEST_LIMIT:-150}" ${RECIPE[$n]} --load "$OUT/$n"/*.pt \
             --threads 4 --test-support-copies 8 --test-steps 30 --test-query-copies 8 \
             --protocols "$protocol"
     done
