@@ -108,8 +108,11 @@ def test_zero_head_keeps_its_zero_start_through_meta_training(fake_minimal, load
     example.main([*argv, "--learner", "zero-head"])
     state = torch.load(tmp_path / "out" / "zero-head_2way.pt")
     assert not state["head_weight"].any() and not state["head_bias"].any()
-    example.main(argv)  # unicorn: the shared row is meta-learned, so it moves
-    assert torch.load(tmp_path / "out" / "unicorn_2way.pt")["head_weight"].any()
+    example.main(argv)  # unicorn: the shared row is a meta-learned parameter of the learner
+    # (not asserted to move: under softmax cross-entropy a row shared by every class shifts all
+    # logits alike, so its meta-gradient is zero up to rounding, which Adam may or may not
+    # turn into steps depending on the CPU's rounding)
+    assert torch.load(tmp_path / "out" / "unicorn_2way.pt")["head_weight"].shape == (4,)
 
 
 def _configs():
