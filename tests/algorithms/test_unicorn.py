@@ -124,3 +124,27 @@ def test_clear_errors():
         ml.UnicornMAML(model, F.cross_entropy, 0.3, head="out")
     with pytest.raises(ValueError, match="head_init must be one of"):
         ml.UnicornMAML(model, F.cross_entropy, 0.3, head_init="random")
+
+
+def test_the_shared_row_gets_no_meta_gradient_under_cross_entropy():
+    """Every class's row starts at w, so w adds the same w . h to every logit at every inner
+    step (the rows' differences and the body's updates do not depend on it), and softmax
+    cross-entropy ignores a common shift: the meta-gradient of the shared row and bias is zero
+    up to rounding, while the body's is not."""
+    torch.manual_seed(0)
+    learner = ml.UnicornMAML(ml.models.MLP([8, 16, 5]), F.cross_entropy, inner_lr=0.4,
+                             inner_steps=2).double()  # fmt: skip
+    with torch.no_grad():
+        learner.head_weight.normal_()
+        learner.head_bias.fill_(0.3)
+    batch = ml.tasks.TaskBatch.from_tensors(
+        torch.randn(3, 5, 8, dtype=torch.float64), torch.arange(5).repeat(3, 1),
+        torch.randn(3, 10, 8, dtype=torch.float64),
+        torch.arange(5).repeat_interleave(2).repeat(3, 1),
+    )  # fmt: skip
+    learner(batch).loss.backward()
+    body = max(p.grad.abs().max() for n, p in learner.named_parameters()
+               if p.grad is not None and not n.startswith("head_"))  # fmt: skip
+    assert body > 1e-3
+    assert learner.head_weight.grad.abs().max() < 1e-12 * body
+    assert learner.head_bias.grad.abs() < 1e-12 * body

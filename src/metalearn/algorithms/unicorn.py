@@ -33,6 +33,12 @@ class UnicornMAML(Learner):
     plus ``alpha/n`` times the sum of its support embeddings minus ``1/N`` times the sum of all
     (a prototype classifier on dot products); the body adapts from the second step on.
 
+    Under softmax cross-entropy the shared row itself gets no meta-gradient (up to rounding):
+    it adds the same ``w . h`` to every logit at every inner step, since the rows' differences
+    and the body's updates do not depend on it, and the softmax ignores a common shift (tested).
+    What sets UNICORN-MAML apart from MAML there is the equal start, not the value of ``w``;
+    under a loss that a common shift of the logits changes, ``w`` does train.
+
     The model is a network whose head is an ``nn.Linear`` (``head``; :class:`~metalearn.models.MLP`
     and :class:`~metalearn.models.Conv4` name it ``"head"``). The head's own parameters are
     never used (every task starts from the shared row; they get no meta-gradient). The learned
