@@ -27,11 +27,12 @@ Conv-4, randomly initialised, trained on the support set only).
 is tested 5-way with the first 5 units of its output layer (training assigns labels to
 units in random order, so the units are alike). Each N writes its own JSON; a meta-trained
 learner's ``state_dict`` is saved beside it (``maml_20way.pt``). ``--load maml_20way.pt``
-evaluates that learner again without meta-training, e.g. with ``--test-support-copies 4``:
-each test task's support set also holds 4 distorted copies of every drawing
-(``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks, and
-``--test-query-copies 8`` averages each query's predicted class probabilities over the query
-drawing and 8 distorted copies of it (test-time augmentation; the JSON also keeps the
+evaluates that learner again without meta-training (``--init maml_20way.pt`` meta-trains it
+on, a warm restart whose row adds the earlier run's iterations and time), e.g. with
+``--test-support-copies 4``: each test task's support set also holds 4 distorted copies of
+every drawing (``ml.tasks.AugmentSupport``, the training distortions), on the same test tasks,
+and ``--test-query-copies 8`` averages each query's predicted class probabilities over the
+query drawing and 8 distorted copies of it (test-time augmentation; the JSON also keeps the
 accuracy of the undistorted queries alone, from the same adapted weights). ``--device cuda``
 meta-trains and tests the learner on a GPU (``benchmarks/gpu_omniglot.sh`` runs the mirrored
 20-way row that way in one call).
@@ -137,6 +138,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--load", metavar="FILE",
         help="no meta-training: evaluate the state_dict an earlier run saved (its options)",
+    )  # fmt: skip
+    p.add_argument(
+        "--init", metavar="FILE",
+        help="meta-train on from the state_dict an earlier run saved (a warm restart: a fresh "
+        "Adam, this run's --lr and schedule; give another --seed for new tasks)",
     )  # fmt: skip
     p.add_argument("--test-queries", type=int, default=5, help="query images per class at test")
     p.add_argument("--test-tasks", type=int, default=600)
@@ -403,20 +409,22 @@ def test_variant(options: dict) -> tuple[str, str]:
     return tag, ", ".join(label)
 
 
-def load_trained(args: argparse.Namespace, learner: ml.Learner) -> dict:
-    """Load ``--load``'s state_dict into ``learner``; the training record of the JSON beside it.
+def load_trained(args: argparse.Namespace, learner: ml.Learner, option: str = "load") -> dict:
+    """Load ``--load``'s (or ``--init``'s) state_dict into ``learner``; the training record of
+    the JSON beside it.
 
     Returns ``iterations`` and ``train_seconds`` of the run that saved the file (from its JSON
     of the same name), so the table row still says what the training cost.
     """
-    path = Path(args.load)
+    path = Path(getattr(args, option))
+    flag = f"--{option} {path}"
     if not path.is_file():
-        raise SystemExit(f"--load {path}: no such file (a run saves {args.learner}_<N>way.pt)")
+        raise SystemExit(f"{flag}: no such file (a run saves {args.learner}_<N>way.pt)")
     try:
         learner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except RuntimeError as error:
         raise SystemExit(
-            f"--load {path}: not a state_dict of {args.learner} with these options "
+            f"{flag}: not a state_dict of {args.learner} with these options "
             f"(--ways, --hidden, --downsample must match the saving run): {error}"
         ) from None
     record = path.with_suffix(".json")
@@ -500,6 +508,9 @@ def main(argv: list[str] | None = None) -> dict:
     variant, variant_label = test_variant(vars(args))
     if args.load and args.learner in BASELINES:
         raise SystemExit(f"--load: the {args.learner} baseline has no meta-trained state")
+    if args.init and (args.load or args.learner in (*BASELINES, "pretrain-global")):
+        what = "--load (which does not meta-train)" if args.load else f"{args.learner}"
+        raise SystemExit(f"--init: cannot go with {what}; it continues an episodic meta-training")
     if args.test_query_copies < 0:
         raise SystemExit(f"--test-query-copies {args.test_query_copies}: must be >= 0")
     if args.test_query_copies and args.learner == "pixel-nn":
@@ -517,6 +528,9 @@ def main(argv: list[str] | None = None) -> dict:
             trained["iterations"], train_seconds = record["iterations"], record["train_seconds"]
             started -= train_seconds  # the row's wall time: the saved training's and this test's
         elif args.learner != "scratch":
+            earlier = {"iterations": 0, "train_seconds": 0.0}
+            if args.init:  # a warm restart: the row counts the earlier run's work as well
+                earlier = load_trained(args, learner, "init")
             train = ml.datasets.Omniglot(args.root, "train", "minimal", mirror=args.mirror)
             augment = distortions()
             tasks = ml.tasks.FewShot(
@@ -526,17 +540,18 @@ def main(argv: list[str] | None = None) -> dict:
             probe = test_samplers(args.root, args.ways, args.test_queries, args.protocols[:1])
             probe = next(iter(probe.values()))
             deadline = started + 60 * args.max_minutes if args.max_minutes > 0 else None
+            started -= earlier["train_seconds"]
 
             # pretrain-global builds its few-shot head only at the end: no curve to probe.
             probing = args.curve_every and args.learner != "pretrain-global"
 
             def log(iteration: int, metrics: dict[str, float]) -> None:
                 done = iteration + 1
-                trained["iterations"] = done
+                trained["iterations"] = earlier["iterations"] + done
                 if probing and (done % args.curve_every == 0 or done == 1):
                     result = ml.evaluate(learner, probe, args.curve_tasks, args.test_steps, seed=1)
                     point = {
-                        "iteration": done,
+                        "iteration": trained["iterations"],
                         "seconds": round(time.perf_counter() - started, 1),
                         "train_accuracy": metrics.get("accuracy"),
                         "test_accuracy": result.summary("accuracy")[0],
@@ -559,7 +574,8 @@ def main(argv: list[str] | None = None) -> dict:
                         scheduler=schedule,
                     )  # fmt: skip
             except TimeBudgetSpent:
-                print(f"time budget spent after {trained['iterations']} iterations", flush=True)
+                done = trained["iterations"] - earlier["iterations"]
+                print(f"time budget spent after {done} iterations", flush=True)
             train_seconds = time.perf_counter() - started
             # The meta-trained learner, to evaluate again or adapt to new characters.
             torch.save(learner.state_dict(), out / f"{args.learner}_{args.ways}way.pt")

@@ -258,6 +258,45 @@ def test_load_evaluates_a_saved_learner_again_with_support_copies(
         example.main([*common, "--learner", "pixel-nn", "--load", str(out / "maml_3way.pt")])
 
 
+def test_init_meta_trains_a_saved_learner_on(fake_minimal, load_example, tmp_path):
+    import torch
+
+    example = load_example("omniglot_minimal")
+    out = tmp_path / "out"
+    common = tiny_3way(fake_minimal, out, tasks=4, steps=1, queries=1)
+    first = example.main([*common, *TRAIN_TWICE, "--curve-every", "0"])
+    saved = out / "maml_3way.pt"
+    before = torch.load(saved)
+    loaded = example.main([*common, "--load", str(saved)])
+    # A meta rate of 0 leaves the loaded weights as they are: the saved state comes out
+    # unchanged (a fresh network would not) and tests as the saved learner does.
+    later = tmp_path / "later"
+    still = tiny_3way(fake_minimal, later, tasks=4, steps=1, queries=1)
+    frozen = example.main([*still, *TRAIN_TWICE, "--init", str(saved), "--lr", "0",
+                           "--curve-every", "1", "--curve-tasks", "2"])  # fmt: skip
+    kept = torch.load(later / "maml_3way.pt")
+    assert all(torch.equal(before[k], kept[k]) for k in before)
+    assert frozen["accuracy"] == loaded["accuracy"]
+    # The row counts both runs: iterations, training time and the curve's iteration numbers.
+    assert frozen["iterations_done"] == 4
+    assert frozen["train_seconds"] > first["train_seconds"]
+    assert [point["iteration"] for point in frozen["curve"]] == [3, 4]
+    on = example.main([*still, *TRAIN_TWICE, "--init", str(saved), "--seed", "1"])
+    after = torch.load(later / "maml_3way.pt")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert on["iterations_done"] == 4 and torch.equal(
+        torch.load(saved)["model.head.weight"], before["model.head.weight"]
+    )
+    with pytest.raises(SystemExit, match="no such file"):
+        example.main([*still, *TRAIN_TWICE, "--init", str(out / "missing.pt")])
+    with pytest.raises(SystemExit, match="cannot go with --load"):
+        example.main([*still, "--init", str(saved), "--load", str(saved)])
+    with pytest.raises(SystemExit, match="cannot go with pixel-nn"):
+        example.main([*still, "--learner", "pixel-nn", "--init", str(saved)])
+    with pytest.raises(SystemExit, match="must match the saving run"):
+        example.main([*still[:3], "4", *still[4:], *TRAIN_TWICE, "--init", str(saved)])
+
+
 def test_query_copies_average_the_adapted_networks_probabilities(
     fake_minimal, load_example, tmp_path, monkeypatch
 ):

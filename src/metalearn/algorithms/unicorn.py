@@ -37,7 +37,12 @@ class UnicornMAML(Learner):
     it adds the same ``w . h`` to every logit at every inner step, since the rows' differences
     and the body's updates do not depend on it, and the softmax ignores a common shift (tested).
     What sets UNICORN-MAML apart from MAML there is the equal start, not the value of ``w``;
-    under a loss that a common shift of the logits changes, ``w`` does train.
+    under a loss that a common shift of the logits changes, ``w`` does train. The authors' code
+    (github.com/Han-Jia/UNICORN-MAML, ``model/models/MAMLUnicorn.py``) gives its row the same
+    zero: its adapted head is the repeated row minus the accumulated, detached inner gradients,
+    so the row reaches the query loss only through the repeat, whose gradient is the sum of the
+    rows' gradients, ``sum_c (p_c - y_c) h = 0``. Its inner loop is first order throughout
+    (``first_order=True`` here); this learner differentiates through it by default.
 
     The model is a network whose head is an ``nn.Linear`` (``head``; :class:`~metalearn.models.MLP`
     and :class:`~metalearn.models.Conv4` name it ``"head"``). The head's own parameters are
