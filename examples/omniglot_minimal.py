@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.load and args.learner in BASELINES:
         raise SystemExit(f"--load: the {args.learner} baseline has no meta-trained state")
     if args.init and (args.load or args.learner in (*BASELINES, "pretrain-global")):
-        what = "--load (which does not meta-train)" if args.load else f"{args.learner}"
+        what = "--load (which does not meta-train)" if args.load else args.learner
         raise SystemExit(f"--init: cannot go with {what}; it continues an episodic meta-training")
     if args.test_query_copies < 0:
         raise SystemExit(f"--test-query-copies {args.test_query_copies}: must be >= 0")
